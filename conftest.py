@@ -1,0 +1,3 @@
+"""Repository-level fixtures: the models, SAEs and task banks in fixtures/ are available to claims/ and tests/."""
+
+pytest_plugins = ["fixtures.models"]

@@ -1,0 +1,156 @@
+"""Hand-set transformers whose mechanism is known exactly: ground truth for testing the plugin itself.
+
+A 2-layer attention-only HookedTransformer (no LayerNorm, d_vocab 32, d_model 64, 2 heads of d_head 16):
+
+* token t is coded as +e_(t mod 16) (t < 16) or -e_(t mod 16) (t >= 16) in residual dims 0-15;
+* dims 32-43 hold a sinusoidal position code; L0H0 is a previous-token head: its query rotates the position code
+  back one step, so it attends to position p-1 and copies that token's code into dims 16-31;
+* L1H0 is the induction head: it matches the current token code against the previous-token code, attends to the
+  position right after the previous occurrence, and copies that token's code into dims 48-63, which W_U reads;
+* L1H1 is a decoy with the *same* attention pattern whose output lands in dims 44-47, which nothing reads: it looks
+  like an induction head and has no effect on the logits;
+* L0H1 writes nothing.
+
+Not a substitute for a real model: it is the known truth the gates are tested against.
+"""
+
+from __future__ import annotations
+
+import math
+
+BOS = 0
+D_VOCAB = 32
+D_MODEL = 64
+N_CTX = 64
+TOKEN_DIMS = slice(0, 16)
+PREV_DIMS = slice(16, 32)
+POS_DIMS = slice(32, 44)
+DECOY_DIMS = slice(44, 48)
+OUT_DIMS = slice(48, 64)
+N_FREQ = 6
+# Attention sharpness: scores are multiplied by this before the softmax (TL divides by sqrt(d_head) = 4).
+QK_SCALE = 40.0
+# Logit scale of the induction head's output.
+UNEMBED_SCALE = 10.0
+# The previous-token head compares 6 frequencies whose neighbours differ little: it needs a sharper softmax.
+PREV_QK_SCALE = 60.0
+
+
+def token_code(token: int):
+    import torch
+
+    code = torch.zeros(16)
+    code[token % 16] = 1.0 if token < 16 else -1.0
+    return code
+
+
+def _frequencies():
+    return [2 * math.pi / period for period in (67.0, 41.0, 29.0, 19.0, 13.0, 7.0)]
+
+
+def position_code(pos: int):
+    import torch
+
+    out = []
+    for w in _frequencies():
+        out += [math.sin(w * pos), math.cos(w * pos)]
+    return torch.tensor(out)
+
+
+def _rotate_back_one(d_head: int = 16):
+    """Matrix R with R @ pos(p) = pos(p - 1) on the 12 position dims (a block rotation per frequency)."""
+    import torch
+
+    R = torch.zeros(12, 12)
+    for k, w in enumerate(_frequencies()):
+        c, s = math.cos(w), math.sin(w)
+        # [sin(w(p-1)), cos(w(p-1))] = [[c, -s], [s, c]] @ [sin(wp), cos(wp)]
+        R[2 * k: 2 * k + 2, 2 * k: 2 * k + 2] = torch.tensor([[c, -s], [s, c]])
+    return R
+
+
+def build_induction_model(device: str = "cpu"):
+    """The hand-set induction model described in the module docstring, as a real HookedTransformer."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=D_MODEL, d_head=16, n_heads=2, d_vocab=D_VOCAB, n_ctx=N_CTX, attn_only=True,
+        normalization_type=None, positional_embedding_type="standard", act_fn=None, device=device,
+        default_prepend_bos=False, seed=0,
+    )
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for t in range(D_VOCAB):
+            model.W_E[t, TOKEN_DIMS] = token_code(t)
+            model.W_U[OUT_DIMS, t] = token_code(t) * UNEMBED_SCALE
+        for p in range(N_CTX):
+            model.W_pos[p, POS_DIMS] = position_code(p)
+        eye16 = torch.eye(16)
+        # L0H0: previous-token head. q = R pos(p), k = pos(j): score peaks at j = p - 1.
+        R = _rotate_back_one()
+        model.blocks[0].attn.W_Q[0, POS_DIMS, :12] = R.T * PREV_QK_SCALE
+        model.blocks[0].attn.W_K[0, POS_DIMS, :12] = torch.eye(12)
+        model.blocks[0].attn.W_V[0, TOKEN_DIMS, :] = eye16
+        model.blocks[0].attn.W_O[0, :, PREV_DIMS] = eye16
+        # L1H0 (induction) and L1H1 (decoy): identical QK, current token code vs previous-token code.
+        for head in (0, 1):
+            model.blocks[1].attn.W_Q[head, TOKEN_DIMS, :] = eye16 * QK_SCALE
+            model.blocks[1].attn.W_K[head, PREV_DIMS, :] = eye16
+            model.blocks[1].attn.W_V[head, TOKEN_DIMS, :] = eye16
+        model.blocks[1].attn.W_O[0, :, OUT_DIMS] = eye16
+        model.blocks[1].attn.W_O[1, :4, DECOY_DIMS] = torch.eye(4)
+    model.eval()
+    return model
+
+
+def repeat_sequence(rng, length: int, vocab_low: int = 1):
+    """``length`` distinct non-BOS tokens."""
+    return rng.sample(range(vocab_low, D_VOCAB), length)
+
+
+# Positive families: the repeated sequence's length and how much of the second copy the prompt shows.
+INDUCTION_FAMILIES = {"repeat_short": (6, 5), "repeat_long": (12, 10)}
+CONTROL_SUITES = ("no_repeat", "distractor")
+
+
+def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIES):
+    """Tasks for the hand-set induction model; every prompt is drawn from ``random.Random(seed)``.
+
+    Positive pair: clean = BOS + r + r[:k] (target r[k]), corrupt = BOS + r + s[:k] with s sharing no token with r.
+    Matched controls, scored on the same target/foil:
+    * ``no_repeat``: BOS + r + s[:k] vs BOS + r + s'[:k]: nothing licenses the target;
+    * ``distractor``: the second half ends on r[j] whose successor is neither target nor foil, so the induction
+      head predicts r[j+1], not the target.
+    The foil is a token of r other than the target and the last token.
+    """
+    import random
+
+    from .tasks import PromptPair, Task
+
+    rng = random.Random(f"groundtruth-induction:{seed}")
+    tasks = []
+    for family, (length, k) in families.items():
+        for i in range(n_per_family):
+            r = rng.sample(range(1, D_VOCAB), length)
+            outside = [t for t in range(1, D_VOCAB) if t not in r]
+            s = rng.sample(outside, k)
+            s2 = rng.sample(outside, k)
+            while s2 == s:
+                s2 = rng.sample(outside, k)
+            target = r[k]
+            foil = rng.choice([t for t in r if t not in (target, r[k - 1])])
+            head = [BOS] + r
+            pid = f"{family}-s{seed}-{i}"
+            pair = PromptPair(pid, family, head + r[:k], head + s, target, foil, seed=seed,
+                              text=" ".join(map(str, head + r[:k])))
+            no_repeat = PromptPair(f"{pid}-no_repeat", "no_repeat", head + s, head + s2, target, foil,
+                                   family_role="control", seed=seed)
+            # Distractor: end on a token of r whose successor is neither target nor foil.
+            j = rng.choice([j for j in range(length - 1) if r[j + 1] not in (target, foil) and j != k - 1])
+            distractor = PromptPair(f"{pid}-distractor", "distractor", head + s[: k - 1] + [r[j]], head + s2,
+                                    target, foil, family_role="control", seed=seed)
+            tasks.append(Task(pair, (("no_repeat", no_repeat), ("distractor", distractor))))
+    return tasks

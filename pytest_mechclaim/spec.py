@@ -1,0 +1,103 @@
+"""Claim specs: the ``claim`` marker, parsed and validated strictly.
+
+    pytestmark = pytest.mark.claim(
+        "gt-induction-L1H0",
+        statement="L1H0 copies the token after the previous occurrence of the current token",
+        level="candidate",        # the status this claim asserts
+        units=["L1H0"],
+    )
+
+``expect="rejected"`` turns a claim into a planted false claim: its test passes only when the evidence rejects it
+(``falsified`` or ``insufficient``), which proves the gates bite. A ``blocked`` verdict never passes either way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .status import LEVELS, Status
+
+STAGES = ("calibration", "discovery", "replication", "heldout", "characterization")
+STAGE_HELP = {
+    "calibration": "baseline and metric calibration of a claim's tasks (before any intervention)",
+    "discovery": "search and candidate selection; the candidate set is frozen here",
+    "replication": "the frozen candidates re-scored on new seeds",
+    "heldout": "held-out prompt families and seeds, disjoint from discovery",
+    "characterization": "how the mechanism works: attention/effect alignment, positions, OV/QK",
+}
+EXPECTATIONS = ("supported", "rejected")
+CLAIM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae")
+
+
+class ClaimSpecError(ValueError):
+    """A malformed claim marker."""
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    id: str
+    statement: str
+    level: Status
+    expect: str = "supported"
+    units: tuple[str, ...] = ()
+    model: str | None = None
+    hook: str | None = None
+    sae: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def passes(self, verdict: Status) -> bool:
+        """Does this verdict pass the claim's test?"""
+        if verdict == Status.BLOCKED:
+            return False
+        if self.expect == "rejected":
+            return verdict < Status.CANDIDATE
+        return verdict >= self.level
+
+    def to_dict(self) -> dict:
+        out = {"id": self.id, "statement": self.statement, "level": self.level.label, "expect": self.expect}
+        for key in ("units", "model", "hook", "sae"):
+            value = getattr(self, key)
+            if value:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
+    """Build a ClaimSpec from ``claim(*args, **kwargs)``; raise ClaimSpecError naming the problem."""
+    if len(args) != 1:
+        raise ClaimSpecError(
+            f"claim marker needs exactly one positional argument, the claim id (got {len(args)}): "
+            'pytest.mark.claim("my-claim-id", statement=..., level="candidate")'
+        )
+    claim_id = args[0]
+    if not isinstance(claim_id, str) or not CLAIM_ID.match(claim_id):
+        raise ClaimSpecError(
+            f"claim id {claim_id!r} is malformed: use 1-120 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    unknown = sorted(set(kwargs) - set(ALLOWED_KWARGS))
+    if unknown:
+        raise ClaimSpecError(f"claim {claim_id!r}: unknown marker arguments {unknown}; allowed: {list(ALLOWED_KWARGS)}")
+    statement = kwargs.get("statement")
+    if not isinstance(statement, str) or not statement.strip():
+        raise ClaimSpecError(f"claim {claim_id!r}: statement= is required (what the claim asserts, in one sentence)")
+    level_raw = kwargs.get("level", "candidate")
+    try:
+        level = Status.parse(level_raw)
+    except ValueError:
+        raise ClaimSpecError(f"claim {claim_id!r}: unknown level {level_raw!r}; expected one of {list(LEVELS)}") from None
+    if level < Status.INSUFFICIENT:
+        raise ClaimSpecError(f"claim {claim_id!r}: level {level.label!r} is not something a claim can assert; "
+                             "use insufficient, candidate or strong")
+    expect = kwargs.get("expect", "supported")
+    if expect not in EXPECTATIONS:
+        raise ClaimSpecError(f"claim {claim_id!r}: expect must be one of {list(EXPECTATIONS)}, got {expect!r}")
+    units = kwargs.get("units", ())
+    if isinstance(units, str) or not all(isinstance(u, str) for u in units):
+        raise ClaimSpecError(f"claim {claim_id!r}: units must be a list of strings, got {units!r}")
+    for key in ("model", "hook", "sae"):
+        if kwargs.get(key) is not None and not isinstance(kwargs[key], str):
+            raise ClaimSpecError(f"claim {claim_id!r}: {key} must be a string, got {kwargs[key]!r}")
+    return ClaimSpec(claim_id, statement.strip(), level, expect, tuple(units), kwargs.get("model"),
+                     kwargs.get("hook"), kwargs.get("sae"))
