@@ -17,6 +17,10 @@ from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_mar
 from .status import Status
 
 PAYLOAD_KEY = "mechclaim"
+KNOWN_DEPRECATIONS = (
+    "HookedTransformer is deprecated",
+    "The 'sae_lens.util' module",
+)
 
 
 session_key = pytest.StashKey["ClaimSession"]()
@@ -59,6 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     for stage in STAGES:
         config.addinivalue_line("markers", f"{stage}: claim stage - {STAGE_HELP[stage]}")
+    # TL 3.9 deprecates HookedTransformer in favour of TL 4's bridge, but sae-lens 6 needs TL < 4: filter exactly
+    # these notices, nothing else.
+    for message in KNOWN_DEPRECATIONS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
     session = ClaimSession(config)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "mechclaim-session")
