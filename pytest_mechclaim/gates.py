@@ -192,7 +192,8 @@ def _min_item(mapping: dict):
 def collateral_ratio(rows: Sequence[EvidenceRow], max: float = 1.0, strong_max: float = 0.5) -> GateResult:
     """mean|control_delta| / mean|target_delta| (a ratio of means): 0 is a perfect score, not a failure.
 
-    <= ``max`` for a candidate, <= ``strong_max`` for strong. A target that never moves cannot support a claim.
+    <= ``max`` (and < 1) for a candidate, <= ``strong_max`` for strong. A target that never moves cannot support a
+    claim.
     """
     name, cmp = "collateral_ratio", "<="
     paired, acc = _paired(rows)
@@ -210,7 +211,8 @@ def collateral_ratio(rows: Sequence[EvidenceRow], max: float = 1.0, strong_max: 
         return _result(name, None, max, cmp, False, Status.FALSIFIED,
                        f"the target never moves (mean |delta| {target:.3g})", worst, **details)
     value = control / target
-    if value > max:
+    # Controls that move as much as the target never pass, whatever ``max`` says (the seeds' <= 1.0 let 1.0 through).
+    if value > max or value >= 1.0:
         caps = Status.FALSIFIED if value >= 1.0 else Status.INSUFFICIENT
         return _result(name, value, max, cmp, False, caps,
                        f"controls move {value:.3g}x as much as the target", worst, **details)

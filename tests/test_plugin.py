@@ -1,0 +1,205 @@
+"""The plugin seen from pytest: markers, collection errors, verdict -> outcome, reports, JUnit, -m, xdist."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROWS = '''
+from pytest_mechclaim.evidence import EvidenceRow
+
+def rows(target, control, families=("f1", "f2"), seeds=(0, 1, 2)):
+    out = []
+    for f in families:
+        for s in seeds:
+            for suite in ("matched", "lexical"):
+                for i in range(3):
+                    out.append(EvidenceRow(unit="L1H0", intervention="zero", prompt_id=f"{f}-{s}-{i}", family=f,
+                                           control_suite=suite, seed=s, target_delta=target, control_delta=control,
+                                           norm_drift=0.05, prompt=f"prompt {f} {s} {i}"))
+    return out
+'''
+
+CLAIM_TEMPLATE = '''
+import pytest
+from rowkit_local import rows
+
+pytestmark = pytest.mark.claim({claim_args})
+
+@pytest.mark.replication
+def test_replication(mechclaim):
+    ev = mechclaim.record(rows({target}, {control}))
+    mechclaim.gate.specificity_gap(ev, min=0.0)
+    mechclaim.gate.family_minimum(ev, min=0.0)
+    mechclaim.gate.multi_control_minimum(ev, min=0.0)
+    mechclaim.gate.seed_replication(ev, min_passing=2)
+
+@pytest.mark.heldout
+def test_heldout(mechclaim):
+    ev = mechclaim.record(rows({target}, {control}, families=("h1", "h2"), seeds=(10, 11)))
+    mechclaim.gate.specificity_gap(ev, min=0.0)
+    mechclaim.gate.collateral_ratio(ev)
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester):
+    pytester.makepyfile(rowkit_local=ROWS)
+    pytester.makeini("[pytest]\nstrict = true\njunit_family = xunit1\n")
+
+    def claim(name, claim_args, target=0.9, control=0.1):
+        pytester.makepyfile(**{name: CLAIM_TEMPLATE.format(claim_args=claim_args, target=target, control=control)})
+
+    return claim
+
+
+def test_options_and_markers_are_registered(pytester):
+    help_text = pytester.runpytest("--help").stdout.str()
+    for option in ("--mechclaim-device", "--mechclaim-threads", "--mechclaim-offline", "--mechclaim-cache-dir"):
+        assert option in help_text
+    markers = pytester.runpytest("--markers").stdout.str()
+    for marker in ("@pytest.mark.claim(", "@pytest.mark.heldout", "@pytest.mark.discovery",
+                   "@pytest.mark.calibration", "@pytest.mark.replication", "@pytest.mark.characterization"):
+        assert marker in markers
+
+
+def test_supported_claim_passes_in_strict_mode_and_prints_the_table(project, pytester):
+    project("test_true_claim.py", '"true-claim", statement="L1H0 does it", level="candidate"')
+    result = pytester.runpytest("--strict-markers", "-W", "error::pytest.PytestUnknownMarkWarning")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*mechclaim: 2 claim verdicts*", "*true-claim*heldout*candidate*candidate*ok*",
+                                 "*true-claim*replication*candidate*candidate*ok*"])
+
+
+def test_claim_below_its_level_fails_with_a_report(project, pytester):
+    project("test_weak.py", '"weak-claim", statement="L1H0 does it", level="candidate"', target=0.3, control=0.5)
+    result = pytester.runpytest("-k", "replication")
+    result.assert_outcomes(failed=1, deselected=1)
+    out = result.stdout.str()
+    assert "claim weak-claim [replication]: verdict FALSIFIED (claimed candidate)" in out
+    assert "specificity_gap: controls move at least as much as the target" in out
+    assert "gate" in out and "threshold" in out and "caps at" in out
+    assert "worst rows for specificity_gap:" in out
+    assert "family=f1" in out and "control_suite=" in out and "seed=0" in out and "prompt: 'prompt f1 0 0'" in out
+    assert "rerun: pytest 'test_weak.py::test_replication'" in out
+    # The report is the failure message itself, not a traceback through plugin internals.
+    assert "pytest_runtest_call" not in out
+
+
+def test_planted_false_claim_passes_only_when_rejected(project, pytester):
+    project("test_decoy.py", '"decoy", statement="the decoy does it", expect="rejected"', target=0.0, control=0.0)
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_planted_false_claim_that_is_not_rejected_fails(project, pytester):
+    project("test_decoy.py", '"decoy", statement="the decoy does it", expect="rejected"', target=0.9, control=0.1)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=2)
+    assert "verdict CANDIDATE (expected rejected)" in result.stdout.str()
+
+
+def test_blocked_claim_is_an_error_not_a_failure_or_pass(pytester):
+    pytester.makeini("[pytest]\nstrict = true\n")
+    pytester.makepyfile(test_blocked='''
+        import pytest
+        from pytest_mechclaim.evidence import EvidenceRow
+        pytestmark = pytest.mark.claim("blocked-claim", statement="s", level="insufficient")
+
+        def test_no_controls(mechclaim):
+            ev = mechclaim.record([EvidenceRow(unit="u", intervention="zero", prompt_id="p", family="f",
+                                               target_delta=1.0)])
+            mechclaim.gate.specificity_gap(ev)
+
+        def test_no_gates(mechclaim):
+            mechclaim.record([])
+    ''')
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*test_no_controls BLOCKED*", "*test_no_gates BLOCKED*",
+                                 "*blocked-claim*blocked*FAIL*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_junit_xml_carries_gate_values(project, pytester):
+    project("test_true_claim.py", '"true-claim", statement="s"')
+    pytester.runpytest("--junitxml=out.xml")
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'name="mechclaim.gate.specificity_gap.value" value="0.8' in xml
+    assert 'name="mechclaim.verdict" value="candidate"' in xml
+
+
+def test_marker_expression_selects_heldout_stages(project, pytester):
+    project("test_true_claim.py", '"true-claim", statement="s"')
+    result = pytester.runpytest("-m", "heldout", "-v")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*test_heldout PASSED*"])
+
+
+@pytest.mark.parametrize(
+    "claim_args, message",
+    [
+        ('statement="no id"', "needs exactly one positional argument, the claim id"),
+        ('"bad level", statement="s", level="certain"', "malformed"),
+        ('"ok-id", statement="s", level="certain"', "unknown level 'certain'"),
+        ('"ok-id", level="candidate"', "statement= is required"),
+        ('"ok-id", statement="s", levle="candidate"', "unknown marker arguments ?'levle'?"),
+        ('"ok-id", statement="s", expect="maybe"', "expect must be one of"),
+    ],
+)
+def test_malformed_claim_marker_is_one_clear_collection_error(project, pytester, claim_args, message):
+    project("test_bad.py", claim_args)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*malformed claim marker*", f"*test_bad.py: *{message}*"])
+
+
+def test_duplicate_claim_id_across_modules_is_an_error(project, pytester):
+    project("test_one.py", '"same-id", statement="s"')
+    project("test_two.py", '"same-id", statement="s"')
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_two.py: claim id 'same-id' is already declared in test_one.py*"])
+
+
+def test_fixture_without_claim_marker_is_an_error(pytester):
+    pytester.makepyfile(test_nomark="def test_x(mechclaim):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    assert "needs a claim marker" in result.stdout.str()
+
+
+def test_a_claim_that_crashes_before_its_verdict_still_appears_in_the_table(pytester):
+    pytester.makepyfile(test_crash='''
+        import pytest
+        pytestmark = pytest.mark.claim("crashy", statement="s")
+
+        def test_crash(mechclaim):
+            raise RuntimeError("model exploded")
+    ''')
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*crashy*error*FAIL*RuntimeError: model exploded*"])
+
+
+def test_gates_after_the_verdict_are_refused():
+    from pytest_mechclaim.fixture import MechClaim
+    from pytest_mechclaim.spec import parse_claim_marker
+
+    handle = MechClaim(parse_claim_marker(("c",), {"statement": "s"}))
+    handle.verdict()
+    with pytest.raises(RuntimeError, match="already computed"):
+        handle.gate.specificity_gap([])
+
+
+def test_xdist_controller_table_is_complete(project, pytester):
+    for i in range(3):
+        project(f"test_claim_{i}.py", f'"claim-{i}", statement="s"')
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2")
+    result.assert_outcomes(passed=6)
+    out = result.stdout.str()
+    assert "mechclaim: 6 claim verdicts" in out
+    for i in range(3):
+        assert out.count(f"claim-{i} ") == 2
