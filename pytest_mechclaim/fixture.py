@@ -11,6 +11,7 @@ testable without pytest:
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Iterable
 
 from . import gates as gate_functions
@@ -59,6 +60,7 @@ class GateRunner:
                 rows = self._claim.baseline_rows if name == "baseline_calibration" else self._claim.rows
                 if name == "metric_calibration":
                     raise TypeError("metric_calibration needs its calibration rows passed explicitly")
+            self._claim.note_call(name, fn, thresholds)
             return self._claim.add_result(fn(list(rows), **thresholds))
 
         run.__name__ = name
@@ -66,6 +68,7 @@ class GateRunner:
         return run
 
     def empirical_null(self, value: float, null: Iterable[float], **thresholds) -> GateResult:
+        self._claim.note_call("empirical_null", gate_functions.empirical_null, thresholds)
         return self._claim.add_result(gate_functions.empirical_null(value, list(null), **thresholds))
 
     def add(self, result: GateResult) -> GateResult:
@@ -88,6 +91,9 @@ class MechClaim:
         self.baseline_rows: list[BaselineRow] = []
         self.results: list[GateResult] = []
         self.artifacts: dict = {}
+        # Every gate call with its effective thresholds (defaults filled in): part of the claim's spec hash, so a
+        # threshold moved after seeing results is visible in the ledger.
+        self.gate_calls: list[dict] = []
         self._on_result = on_result
         self._verdict: Verdict | None = None
         self.gate = GateRunner(self)
@@ -114,6 +120,13 @@ class MechClaim:
     def attach(self, name: str, value) -> None:
         """Keep a JSON-able artifact with the claim (a frozen candidate set, a calibration table ...)."""
         self.artifacts[name] = value
+
+    def note_call(self, name: str, fn: Callable, thresholds: dict) -> None:
+        self._check_open()
+        params = inspect.signature(fn).parameters
+        effective = {k: p.default for k, p in list(params.items())[1:] if p.default is not inspect.Parameter.empty}
+        effective.update(thresholds)
+        self.gate_calls.append({"gate": name, "thresholds": effective})
 
     def add_result(self, result: GateResult) -> GateResult:
         self._check_open()
