@@ -323,38 +323,50 @@ def control_family_gap(rows: Sequence[EvidenceRow], min: float = 0.0, denominato
 
 
 def family_minimum(rows: Sequence[EvidenceRow], min: float = 0.0, min_families: int = 2,
-                   denominator_floor: float = 0.1) -> GateResult:
+                   denominator_floor: float = 0.1, score: str = "auto") -> GateResult:
     """The worst positive family must still clear ``min``; at least ``min_families`` positive families.
 
-    Per family: the mean specificity gap when rows carry paired controls, otherwise the family's mean normalized
-    effect minus the hardest control family's mean effect.
+    ``score`` says what is compared per family:
+    * ``"gap"``: the mean specificity gap |target_delta| - |control_delta| (rows with paired controls);
+    * ``"effect"``: the mean *signed* normalized effect: a unit that helps one family and hurts another moves
+      both by a lot, so only the sign catches it;
+    * ``"effect_minus_control"``: the family's mean effect minus the hardest control family's mean effect;
+    * ``"auto"`` (default): "gap" when every positive row is paired, else "effect_minus_control".
     """
     name, cmp = "family_minimum", ">"
     ok_rows, acc = _target_rows(rows)
     positives = [r for r in ok_rows if r.family_role == "positive"]
-    if positives and all(r.paired for r in positives):
-        per_family = _mean_by(positives, lambda r: r.family, _gap)
-        score, label, kind = _gap, "specificity_gap", "specificity gap"
-    else:
-        pos, ctl = _family_effects(ok_rows, denominator_floor)
+    if score == "auto":
+        score = "gap" if positives and all(r.paired for r in positives) else "effect_minus_control"
+    effect = lambda r: normalized_effect_of(r, denominator_floor)[0]
+    if score == "gap":
+        if not positives or not all(r.paired for r in positives):
+            return _blocked(name, min, cmp, "score='gap' needs paired control deltas on every positive row", **acc)
+        row_score, label = _gap, "specificity gap"
+    elif score == "effect":
+        row_score, label = effect, "normalized effect"
+    elif score == "effect_minus_control":
+        _, ctl = _family_effects(ok_rows, denominator_floor)
         if not ctl:
             return _blocked(name, min, cmp, "rows carry neither paired controls nor control families", **acc)
         max_control = max(ctl.values())
-        per_family = {f: v - max_control for f, v in pos.items()}
-        score = lambda r: (e - max_control) if (e := normalized_effect_of(r, denominator_floor)[0]) is not None else None
-        label, kind = "effect_minus_max_control", "effect minus hardest control"
+        row_score = lambda r: (e - max_control) if (e := effect(r)) is not None else None
+        label = "effect minus hardest control"
+    else:
+        raise ValueError(f"score must be auto, gap, effect or effect_minus_control, not {score!r}")
+    per_family = _mean_by(positives, lambda r: r.family, row_score)
     if not per_family:
         return _blocked(name, min, cmp, "no positive family has usable rows", **acc)
     worst_family, value = _min_item(per_family)
-    worst = _worst([r for r in positives if r.family == worst_family], score, label)
-    details = dict(acc, per_family=per_family, worst_family=worst_family, kind=kind)
+    worst = _worst([r for r in positives if r.family == worst_family], row_score, label.replace(" ", "_"))
+    details = dict(acc, per_family=per_family, worst_family=worst_family, kind=label)
     if len(per_family) < min_families:
         return _result(name, value, min, cmp, False, Status.INSUFFICIENT,
                        f"only {len(per_family)} positive famil{'y' if len(per_family) == 1 else 'ies'}; "
                        f"need {min_families}", worst, **details)
     ok = value > min
     return _result(name, value, min, cmp, ok, Status.STRONG if ok else Status.INSUFFICIENT,
-                   f"worst family {worst_family}: {kind} {value:.4g}", worst, **details)
+                   f"worst family {worst_family}: {label} {value:.4g}", worst, **details)
 
 
 # --------------------------------------------------------------------------------------------------------------

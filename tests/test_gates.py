@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -396,3 +397,17 @@ def test_metric_calibration_flags_prompt_bank_when_a_domain_is_negative():
     rows = (_calib("pos_a", "positive", [3.0] * 4, "number") + _calib("pos_b", "positive", [-0.5] * 4, "word")
             + _calib("ctl", "control", [-1.0] * 4))
     assert gates.metric_calibration(rows).details["status"] == "prompt_bank_needs_revision"
+
+
+def test_family_minimum_signed_effect_catches_a_unit_that_hurts_one_family():
+    # The unit restores family a (+0.8) and pushes family b the wrong way (-0.6): both *move*, so |delta| gaps pass.
+    rows = [dataclasses.replace(r, target_delta=r.patched - r.corrupt, control_delta=0.05, control_suite="matched")
+            for r in effect_rows({"a": 0.8, "b": -0.6})]
+    assert gates.family_minimum(rows).passed  # auto -> gap on paired rows: movement only
+    signed = gates.family_minimum(rows, score="effect")
+    assert not signed.passed and signed.details["worst_family"] == "b" and signed.value == pytest.approx(-0.6)
+
+
+def test_family_minimum_rejects_unknown_score():
+    with pytest.raises(ValueError, match="score must be"):
+        gates.family_minimum(paired_rows(0.9, 0.1), score="mean")
