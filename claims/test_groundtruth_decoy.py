@@ -6,7 +6,7 @@ Its attention looks like an induction head; the evidence must reject it. The tes
 import pytest
 
 from claims.groundtruth_common import (DISCOVERY_SEEDS, HELDOUT_FAMILIES, HELDOUT_SEEDS, record_head_claim,
-                                       run_candidate_gates)
+                                       run_candidate_gates, tasks_for)
 
 pytestmark = pytest.mark.claim(
     "gt-decoy-L1H1",
@@ -20,11 +20,12 @@ pytestmark = pytest.mark.claim(
 
 @pytest.mark.replication
 def test_replication(mechclaim, groundtruth_model):
-    rows = record_head_claim(mechclaim, groundtruth_model, "L1H1", DISCOVERY_SEEDS)
+    rows = record_head_claim(mechclaim, groundtruth_model, "L1H1", tasks_for(DISCOVERY_SEEDS))
     run_candidate_gates(mechclaim, rows)
 
 
 @pytest.mark.heldout
 def test_heldout(mechclaim, groundtruth_model):
-    rows = record_head_claim(mechclaim, groundtruth_model, "L1H1", HELDOUT_SEEDS, families=HELDOUT_FAMILIES)
+    rows = record_head_claim(mechclaim, groundtruth_model, "L1H1",
+                             tasks_for(HELDOUT_SEEDS, families=HELDOUT_FAMILIES))
     run_candidate_gates(mechclaim, rows)

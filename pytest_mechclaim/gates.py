@@ -333,7 +333,8 @@ def family_minimum(rows: Sequence[EvidenceRow], min: float = 0.0, min_families: 
     * ``"effect_minus_control"``: the family's mean effect minus the hardest control family's mean effect;
     * ``"auto"`` (default): "gap" when every positive row is paired, else "effect_minus_control".
     """
-    name, cmp = "family_minimum", ">"
+    # An explicit score is part of the gate's identity: two family minima on one claim must not share a name.
+    name, cmp = ("family_minimum" if score == "auto" else f"family_minimum[{score}]"), ">"
     ok_rows, acc = _target_rows(rows)
     positives = [r for r in ok_rows if r.family_role == "positive"]
     if score == "auto":

@@ -69,8 +69,24 @@ def _rotate_back_one(d_head: int = 16):
     return R
 
 
-def build_induction_model(device: str = "cpu"):
-    """The hand-set induction model described in the module docstring, as a real HookedTransformer."""
+VARIANTS = ("standard", "cancelling", "norm_shove")
+# The cancelling L1H1 helps targets whose index (token mod 16) is below this and hurts the rest.
+CANCEL_SPLIT = 12
+# A norm-shoving L1H1 writes this much into the unread dims 44-47 for every copied token (the residual norm is ~3).
+SHOVE_SCALE = 25.0
+
+
+def build_induction_model(device: str = "cpu", variant: str = "standard"):
+    """The hand-set induction model described in the module docstring, as a real HookedTransformer.
+
+    Variants change only L1H1, for planted false claims with a known failure:
+    * ``cancelling``: L1H1 also copies the source token into the output dims, with weight +1 for token indices
+      0-11 and -0.5 for 12-15 (index = token mod 16): it helps most targets and hurts the rest;
+    * ``norm_shove``: L1H1 copies like L1H0 and also writes a large vector into the unread dims 44-47, so ablating
+      it moves the target *and* shoves the residual norm.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ground-truth variant {variant!r}; known: {VARIANTS}")
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -101,14 +117,16 @@ def build_induction_model(device: str = "cpu"):
             model.blocks[1].attn.W_K[head, PREV_DIMS, :] = eye16
             model.blocks[1].attn.W_V[head, TOKEN_DIMS, :] = eye16
         model.blocks[1].attn.W_O[0, :, OUT_DIMS] = eye16
-        model.blocks[1].attn.W_O[1, :4, DECOY_DIMS] = torch.eye(4)
+        if variant == "standard":
+            model.blocks[1].attn.W_O[1, :4, DECOY_DIMS] = torch.eye(4)
+        elif variant == "cancelling":
+            signs = torch.tensor([1.0] * CANCEL_SPLIT + [-0.5] * (16 - CANCEL_SPLIT))
+            model.blocks[1].attn.W_O[1, :, OUT_DIMS] = torch.diag(signs)
+        else:
+            model.blocks[1].attn.W_O[1, :, OUT_DIMS] = eye16
+            model.blocks[1].attn.W_O[1, :, DECOY_DIMS] = SHOVE_SCALE * torch.ones(16, 4)
     model.eval()
     return model
-
-
-def repeat_sequence(rng, length: int, vocab_low: int = 1):
-    """``length`` distinct non-BOS tokens."""
-    return rng.sample(range(vocab_low, D_VOCAB), length)
 
 
 # Positive families: the repeated sequence's length and how much of the second copy the prompt shows.
@@ -116,7 +134,8 @@ INDUCTION_FAMILIES = {"repeat_short": (6, 5), "repeat_long": (12, 10)}
 CONTROL_SUITES = ("no_repeat", "distractor")
 
 
-def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIES):
+def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIES,
+                    split_by_target_index: int | None = None, token_range=(1, D_VOCAB), exclude_tokens=()):
     """Tasks for the hand-set induction model; every prompt is drawn from ``random.Random(seed)``.
 
     Positive pair: clean = BOS + r + r[:k] (target r[k]), corrupt = BOS + r + s[:k] with s sharing no token with r.
@@ -125,6 +144,8 @@ def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIE
     * ``distractor``: the second half ends on r[j] whose successor is neither target nor foil, so the induction
       head predicts r[j+1], not the target.
     The foil is a token of r other than the target and the last token.
+    ``split_by_target_index=n`` suffixes each family with ``_low``/``_high`` by whether the target's index (token
+    mod 16) is below n; ``token_range`` restricts the tokens r is drawn from; ``exclude_tokens`` are never used.
     """
     import random
 
@@ -134,8 +155,8 @@ def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIE
     tasks = []
     for family, (length, k) in families.items():
         for i in range(n_per_family):
-            r = rng.sample(range(1, D_VOCAB), length)
-            outside = [t for t in range(1, D_VOCAB) if t not in r]
+            r = rng.sample([t for t in range(*token_range) if t not in exclude_tokens], length)
+            outside = [t for t in range(1, D_VOCAB) if t not in r and t not in exclude_tokens]
             s = rng.sample(outside, k)
             s2 = rng.sample(outside, k)
             while s2 == s:
@@ -143,14 +164,40 @@ def induction_tasks(seed: int, n_per_family: int = 8, families=INDUCTION_FAMILIE
             target = r[k]
             foil = rng.choice([t for t in r if t not in (target, r[k - 1])])
             head = [BOS] + r
-            pid = f"{family}-s{seed}-{i}"
-            pair = PromptPair(pid, family, head + r[:k], head + s, target, foil, seed=seed,
-                              text=" ".join(map(str, head + r[:k])))
+            if split_by_target_index is not None:
+                family_name = f"{family}_{'low' if target % 16 < split_by_target_index else 'high'}"
+            else:
+                family_name = family
+            pid = f"{family_name}-s{seed}-{i}"
+            # The final token r[k-1] first occurred at index k (BOS is index 0).
+            pair = PromptPair(pid, family_name, head + r[:k], head + s, target, foil, seed=seed,
+                              positions=(("previous_occurrence", k),), text=" ".join(map(str, head + r[:k])))
             no_repeat = PromptPair(f"{pid}-no_repeat", "no_repeat", head + s, head + s2, target, foil,
                                    family_role="control", seed=seed)
             # Distractor: end on a token of r whose successor is neither target nor foil.
             j = rng.choice([j for j in range(length - 1) if r[j + 1] not in (target, foil) and j != k - 1])
             distractor = PromptPair(f"{pid}-distractor", "distractor", head + s[: k - 1] + [r[j]], head + s2,
-                                    target, foil, family_role="control", seed=seed)
+                                    target, foil, family_role="control", seed=seed,
+                                    positions=(("previous_occurrence", 1 + j),))
             tasks.append(Task(pair, (("no_repeat", no_repeat), ("distractor", distractor))))
     return tasks
+
+
+def mirror_token(token: int) -> int:
+    """The token whose code is the negation of this one's (t XOR 16); BOS (0) and 16 mirror each other."""
+    return token ^ 16
+
+
+def mirror_pair(pair, family: str, family_role: str = "control"):
+    """The same prompt pair with every non-BOS token mirrored: the model computes exactly the same contrast on it,
+    by the symmetry of the codes. A control built this way carries the claimed mechanism itself: it leaks."""
+    import dataclasses
+
+    def mirror(tokens):
+        if any(t == 16 for t in tokens[1:]):
+            raise ValueError(f"{pair.prompt_id}: token 16 mirrors onto BOS; build the pair with exclude_tokens=(16,)")
+        return tuple(tokens[:1]) + tuple(mirror_token(t) for t in tokens[1:])
+
+    return dataclasses.replace(pair, prompt_id=f"{pair.prompt_id}-mirror", family=family, family_role=family_role,
+                               clean=mirror(pair.clean), corrupt=mirror(pair.corrupt),
+                               target=mirror_token(pair.target), foil=mirror_token(pair.foil), text=None)
