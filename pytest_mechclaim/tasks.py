@@ -26,6 +26,9 @@ class PromptPair:
     # Labelled positions besides "final" (always the last token), e.g. ("previous_occurrence", 12).
     positions: tuple[tuple[str, int], ...] = ()
     text: str | None = None
+    # Further tokens the metric scores with target/foil (SELF-GROUND's several target tokens, mean/max reduced).
+    alt_targets: tuple[int, ...] = ()
+    alt_foils: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clean", tuple(int(t) for t in self.clean))
@@ -36,6 +39,11 @@ class PromptPair:
             raise TaskError(f"{self.prompt_id}: identical clean and corrupt prompts cannot measure a causal effect")
         if self.target == self.foil:
             raise TaskError(f"{self.prompt_id}: target and foil are the same token ({self.target})")
+        object.__setattr__(self, "alt_targets", tuple(int(t) for t in self.alt_targets))
+        object.__setattr__(self, "alt_foils", tuple(int(t) for t in self.alt_foils))
+        shared = {self.target, *self.alt_targets} & {self.foil, *self.alt_foils}
+        if shared:
+            raise TaskError(f"{self.prompt_id}: tokens {sorted(shared)} are both target and foil")
         if self.family_role not in ("positive", "control"):
             raise TaskError(f"{self.prompt_id}: family_role must be positive or control")
 
