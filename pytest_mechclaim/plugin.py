@@ -3,16 +3,27 @@
 State lives on ``config.stash`` (one ClaimSession) and ``item.stash`` (the claim spec, the handle). Each claim
 test's verdict travels on its report as ``user_properties`` (JSON-able, so JUnit XML and xdist carry it); the
 controller collects them in ``pytest_runtest_logreport`` and prints one summary table.
+
+Run records and the ledger: the controller reserves a run directory in ``pytest_configure`` and hands its path to
+xdist workers (``pytest_configure_node`` -> ``workerinput``). Whichever process runs a claim test writes that
+test's rows, reports and figure into its own directory there. Workers also return what they collected and judged
+through ``workeroutput`` (read in ``pytest_testnodedown``, on a class registered only when xdist is loaded). Only the
+controller compares with and writes the ledger, in ``pytest_sessionfinish``, and fails the session through
+``session.exitstatus`` when a status changed without ``--mechclaim-update-ledger``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 import pytest
 
+from . import ledger as ledger_mod
 from .fixture import MechClaim
 from .report import claim_report, table
+from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now
 from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker
 from .status import Status
 
@@ -27,6 +38,9 @@ session_key = pytest.StashKey["ClaimSession"]()
 spec_key = pytest.StashKey[ClaimSpec]()
 stage_key = pytest.StashKey["str | None"]()
 handle_key = pytest.StashKey[MechClaim]()
+ledger_key_key = pytest.StashKey[str]()
+WORKER_INPUT_KEY = "mechclaim_run"
+WORKER_OUTPUT_KEY = "mechclaim"
 
 
 class ClaimVerdictFailure(Exception):
@@ -50,9 +64,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where converted models and trained SAEs are cached. ini: mechclaim_cache_dir")
     group.addoption("--mechclaim-no-summary", action="store_true", default=False,
                     help="do not print the claim verdict table at the end of the run")
+    group.addoption("--mechclaim-ledger", default=None, metavar="PATH",
+                    help="the claim ledger (JSON, committed) to compare with. ini: mechclaim_ledger")
+    group.addoption("--mechclaim-update-ledger", action="store_true", default=False,
+                    help="record new, changed and removed claim statuses in the ledger instead of failing")
+    group.addoption("--mechclaim-ack-spec-change", action="append", default=[], type=parse_ack,
+                    metavar="CLAIM_ID:REASON",
+                    help="allow CLAIM_ID's status to rise although its spec (thresholds, data, controls) changed in "
+                         "this run; the reason is stored in the ledger. Repeatable")
+    group.addoption("--mechclaim-runs-dir", default=None, metavar="DIR",
+                    help="where run records are written. ini: mechclaim_runs_dir")
+    group.addoption("--mechclaim-run-id", default=None, metavar="ID",
+                    help="name this run's record (default: UTC time + random suffix); an existing id is an error")
     parser.addini("mechclaim_device", "device for claim models: auto, cpu or cuda", default="auto")
     parser.addini("mechclaim_threads", "torch CPU threads per process (0: cores / xdist workers)", type="int", default=0)
     parser.addini("mechclaim_cache_dir", "cache for converted models and trained SAEs", default=".mechclaim/cache")
+    parser.addini("mechclaim_ledger", "the claim ledger file, relative to the ini file", default="mechclaim-ledger.json")
+    parser.addini("mechclaim_runs_dir", "where run records are written, relative to the ini file",
+                  default=".mechclaim/runs")
+
+
+def parse_ack(text: str) -> tuple[str, str]:
+    """``CLAIM_ID:reason`` for --mechclaim-ack-spec-change; both parts required."""
+    claim_id, sep, reason = text.partition(":")
+    if not sep or not claim_id.strip() or not reason.strip():
+        raise argparse.ArgumentTypeError(f"expected CLAIM_ID:REASON with a non-empty reason, got {text!r}")
+    return claim_id.strip(), reason.strip()
+
+
+def _configured_path(config: pytest.Config, option: str, ini: str) -> Path:
+    """A CLI path is relative to the invocation directory, an ini path to the ini file (or the rootdir)."""
+    value = config.getoption(option)
+    if value:
+        return (config.invocation_params.dir / value).resolve()
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return (base / config.getini(ini)).resolve()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,6 +116,9 @@ def pytest_configure(config: pytest.Config) -> None:
     session = ClaimSession(config)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "mechclaim-session")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ClaimXdistHooks(session), "mechclaim-xdist")
+    session.start_run()
 
 
 def _claim_marker_problem(item: pytest.Item) -> str | None:
@@ -85,12 +134,24 @@ def _claim_marker_problem(item: pytest.Item) -> str | None:
     if len(stages) > 1:
         return f"claim test {item.name} has several stage markers {stages}; a test is one stage of its claim"
     item.stash[stage_key] = stages[0] if stages else None
+    item.stash[ledger_key_key] = ledger_key(item)
     return None
+
+
+def ledger_key(item: pytest.Item) -> str:
+    """Where an item's status goes in the ledger: its stage (plus the parametrization id of a parametrized test);
+    a test without a stage marker is recorded under its own name."""
+    stages = [s for s in STAGES if item.get_closest_marker(s) is not None]
+    if not stages:
+        return item.name
+    callspec = getattr(item, "callspec", None)
+    return "+".join(stages) + (f"[{callspec.id}]" if callspec is not None else "")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     problems: list[str] = []
     claim_files: dict[str, str] = {}
+    claim_keys: dict[tuple[str, str], str] = {}
     for item in items:
         problem = _claim_marker_problem(item)
         path = item.path.relative_to(config.rootpath) if item.path.is_relative_to(config.rootpath) else item.path
@@ -103,6 +164,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         first = claim_files.setdefault(spec.id, str(path))
         if first != str(path):
             problems.append(f"{path}: claim id {spec.id!r} is already declared in {first}; claim ids must be unique")
+        key = item.stash[ledger_key_key]
+        other = claim_keys.setdefault((spec.id, key), item.nodeid)
+        if other != item.nodeid:
+            problems.append(f"{path}: {item.name} and {other.rpartition('::')[2]} are both stage {key!r} of claim "
+                            f"{spec.id!r}; the ledger records one status per claim stage: give each its own stage "
+                            "marker or parametrize one test")
     if problems:
         raise pytest.UsageError("malformed claim marker(s):\n  " + "\n  ".join(dict.fromkeys(problems)))
 
@@ -151,6 +218,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         payload = {
             "claim": spec.to_dict(),
             "stage": item.stash.get(stage_key, None),
+            "key": item.stash.get(ledger_key_key, None) or ledger_key(item),
             "nodeid": item.nodeid,
             "outcome": report.outcome,
             "verdict": handle.verdict().to_dict() if handle is not None and handle.concluded else None,
@@ -159,6 +227,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if payload["verdict"] is None:
             payload["error"] = (f"{call.excinfo.typename}: {call.excinfo.value}"[:500] if call.excinfo
                                 else "the test never used the mechclaim fixture")
+        verdict = payload["verdict"] or {"gates": []}
+        payload["fingerprint"] = ledger_mod.spec_fingerprint(
+            payload["claim"], payload["stage"], handle.gate_calls if handle is not None else (), verdict["gates"],
+            handle.rows if handle is not None else (), handle.baseline_rows if handle is not None else (),
+            payload["artifacts"])
+        session = item.config.stash[session_key]
+        if session.run_dir is not None:
+            from .runs import write_claim_test
+
+            payload["files"] = write_claim_test(session.run_dir, session.run_id, payload,
+                                                handle.rows if handle is not None else (),
+                                                handle.baseline_rows if handle is not None else ())
         report.user_properties.append((PAYLOAD_KEY, json.dumps(payload, default=str)))
     return report
 
@@ -191,27 +271,240 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
 
 
 class ClaimSession:
-    """Collects every claim test's payload (on the xdist controller too) and prints the verdict table."""
+    """Collects every claim test's payload (on the xdist controller too), prints the verdict table, keeps the run
+    record and, on the controller, reconciles the verdicts with the ledger."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: list[dict] = []
+        self.is_worker = hasattr(config, "workerinput")
+        self.run_dir: Path | None = None
+        self.run_id: str | None = None
+        self.run: RunRecord | None = None
+        self.provenance: dict = {}
+        # Claim stages and modules seen at collection, before any deselection: (claim id, ledger key), module ids.
+        self.inventory: set[tuple[str, str]] = set()
+        self.modules: set[str] = set()
+        self._started_modules: set[str] = set()
+        self.worker_judged: dict[str, list[str]] = {}
+        self.crashed_workers: list[str] = []
+        self.reconciliation: ledger_mod.Reconciliation | None = None
+        self.problems: list[str] = []
+
+    # -- run record -------------------------------------------------------------------------------------------
+
+    def start_run(self) -> None:
+        config = self.config
+        if self.is_worker:
+            info = config.workerinput.get(WORKER_INPUT_KEY)
+            if info:
+                self.run_id, self.run_dir = info["run_id"], Path(info["run_dir"])
+            return
+        self.ledger_path = _configured_path(config, "mechclaim_ledger", "mechclaim_ledger")
+        try:
+            ledger_mod.load(self.ledger_path)  # a corrupt ledger stops the run before anything is judged
+        except ledger_mod.LedgerError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        runs_dir = _configured_path(config, "mechclaim_runs_dir", "mechclaim_runs_dir")
+        self.provenance = provenance(config.rootpath)
+        options = {name: config.getoption(name) for name in
+                   ("mechclaim_device", "mechclaim_threads", "mechclaim_offline", "mechclaim_cache_dir",
+                    "mechclaim_update_ledger", "mechclaim_ack_spec_change", "mechclaim_run_id")}
+        run_config = {
+            "args": list(config.invocation_params.args), "invocation_dir": str(config.invocation_params.dir),
+            "rootdir": str(config.rootpath), "inifile": str(config.inipath) if config.inipath else None,
+            "markexpr": config.getoption("markexpr", ""), "keyword": config.getoption("keyword", ""),
+            "ledger": str(self.ledger_path), "options": options,
+            "ini": {name: config.getini(name) for name in
+                    ("mechclaim_device", "mechclaim_threads", "mechclaim_cache_dir", "mechclaim_ledger",
+                     "mechclaim_runs_dir")},
+        }
+        run_id = config.getoption("mechclaim_run_id") or new_run_id()
+        try:
+            self.run = RunRecord.create(runs_dir, run_id, run_config, self.provenance)
+        except RunRecordError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.run_id, self.run_dir = run_id, self.run.path
+        self.lock_path = runs_dir / ".locks" / f"{self.ledger_path.name}-{ledger_mod.digest(str(self.ledger_path))}.lock"
+
+    # -- collection inventory (before deselection; used to tell a deselected stage from a removed one) -----------
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        if isinstance(collector, pytest.Module):
+            self._started_modules.add(collector.nodeid)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.passed and report.nodeid in self._started_modules:
+            self.modules.add(report.nodeid)
+        for node in report.result:
+            if not isinstance(node, pytest.Item):
+                continue
+            marker = node.get_closest_marker("claim")
+            if marker is not None and marker.args and isinstance(marker.args[0], str):
+                self.inventory.add((marker.args[0], ledger_key(node)))
+
+    # -- results --------------------------------------------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         payload = verdict_of(report)
         if payload is not None:
             self.records.append(payload)
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.records or self.config.getoption("mechclaim_no_summary"):
+    def merge_worker(self, worker_id: str, output: dict) -> None:
+        self.inventory |= {tuple(k) for k in output["inventory"]}
+        self.modules |= set(output["modules"])
+        self.worker_judged[worker_id] = output["judged"]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
+        if self.is_worker:
+            self.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps({
+                "inventory": sorted(self.inventory), "modules": sorted(self.modules),
+                "judged": [r["nodeid"] for r in self.records]})
             return
-        terminalreporter.write_sep("=", f"mechclaim: {len(self.records)} claim verdicts")
-        for line in table(["claim", "stage", "claimed", "verdict", "test", "failing gates"],
-                          summary_rows(self.records)):
-            terminalreporter.write_line(line)
+        if self.run is None:
+            return
+        self.problems += missing_results(self.worker_judged, self.records)
+        if self.crashed_workers:
+            self.problems.append(f"xdist worker(s) {', '.join(self.crashed_workers)} went down: the claims they had "
+                                 "not finished were not judged")
+        interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+        judged = [r for r in self.records if r["verdict"] is not None]
+        check: dict = {"judged": len(judged), "not_judged": [r["nodeid"] for r in self.records if r["verdict"] is None]}
+        if interrupted:
+            check["skipped"] = "session interrupted: the ledger was neither compared nor updated"
+        elif self.problems:
+            check["skipped"] = "results went missing between workers and controller: the ledger was not touched"
+        elif self.records:
+            try:
+                self.reconciliation = ledger_mod.reconcile(
+                    self.ledger_path, self.lock_path, judged, self.inventory, self.modules, self._scope(),
+                    self.config.rootpath, self.config.getoption("mechclaim_update_ledger"),
+                    dict(self.config.getoption("mechclaim_ack_spec_change")), self._run_info())
+                check.update(self.reconciliation.to_dict())
+            except ledger_mod.LedgerError as exc:
+                self.problems.append(str(exc))
+        check["problems"] = self.problems
+        if self.problems or (self.reconciliation is not None and self.reconciliation.failed):
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.records:
+            from .runs import write_json
+
+            write_json(self.run.path / "verdicts.json",
+                       sorted(self.records, key=lambda r: (r["claim"]["id"], r["key"] or "", r["nodeid"])))
+            write_json(self.run.path / "ledger-check.json", check)
+            self.run.finish(session.exitstatus, interrupted)
+
+    def _scope(self) -> list[Path]:
+        return [self.config.invocation_params.dir / a.split("::")[0] for a in self.config.args]
+
+    def _run_info(self) -> dict:
+        prov = self.provenance
+        return {"run_id": self.run_id, "date": utc_now(), "commit": prov["git"]["commit"],
+                "dirty": prov["git"]["dirty"], "branch": prov["git"]["branch"], "versions": prov["versions"],
+                "python": prov["python"]["version"], "platform": f"{prov['machine']['system']}-{prov['machine']['machine']}"}
+
+    # -- terminal -------------------------------------------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.records and not self.config.getoption("mechclaim_no_summary"):
+            terminalreporter.write_sep("=", f"mechclaim: {len(self.records)} claim verdicts")
+            for line in table(["claim", "stage", "claimed", "verdict", "test", "failing gates"],
+                              summary_rows(self.records)):
+                terminalreporter.write_line(line)
+        lines = self.ledger_lines()
+        if lines:
+            rec = self.reconciliation
+            failed = bool(self.problems) or (rec is not None and rec.failed)
+            terminalreporter.write_sep("=", "mechclaim ledger" + (": FAILED" if failed else ""),
+                                       red=failed, bold=failed)
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    def ledger_lines(self) -> list[str]:
+        if self.is_worker or self.run is None or not self.records:
+            return []
+        lines = [f"ERROR {p}" for p in self.problems]
+        rec = self.reconciliation
+        if rec is not None:
+            path = _display(rec.path, self.config)
+            if not rec.existed and not rec.update:
+                lines.append(f"no claim ledger at {path}: statuses were not compared. Record them with "
+                             "--mechclaim-update-ledger and commit the file.")
+            elif rec.update:
+                refused = {(c.claim, c.key) for c in rec.refused}
+                for c in rec.changes:
+                    if (c.claim, c.key) in refused:
+                        lines.append(f"REFUSED  {c.claim} [{c.key}]: {c.old_status} -> {c.new_status} in the same run "
+                                     f"as a spec change ({', '.join(c.changed_parts)}): thresholds, data or controls "
+                                     "moved after seeing results? Acknowledge with "
+                                     f"--mechclaim-ack-spec-change={c.claim}:REASON")
+                    else:
+                        lines.append(c.line())
+                for c in rec.acknowledged:
+                    lines.append(f"ACK      {c.claim} [{c.key}]: rise with spec change acknowledged and recorded")
+                for claim_id in rec.unused_acks:
+                    lines.append(f"note: --mechclaim-ack-spec-change for {claim_id} was not needed (no status rise "
+                                 "with a spec change)")
+                lines.append(f"ledger {path} " + ("updated" if rec.written else "unchanged")
+                             + (f"; {len(rec.refused)} change(s) refused" if rec.refused else ""))
+            else:
+                lines += [c.line() for c in rec.changes]
+                for c in rec.changes:
+                    if c.needs_ack:
+                        lines.append(f"  note: {c.claim} [{c.key}] rose while its spec changed; even "
+                                     "--mechclaim-update-ledger refuses it without "
+                                     f"--mechclaim-ack-spec-change={c.claim}:REASON")
+                if rec.changes:
+                    lines.append(f"{len(rec.changes)} claim stage(s) differ from the ledger {path}: run with "
+                                 "--mechclaim-update-ledger to record them, then commit the ledger")
+                else:
+                    lines.append(f"all judged claim stages match the ledger {path}")
+        lines.append(f"run record: {_display(self.run.path, self.config)}")
+        return lines
+
+
+def _display(path: Path, config: pytest.Config) -> str:
+    try:
+        return str(Path(path).relative_to(config.invocation_params.dir))
+    except ValueError:
+        return str(path)
+
+
+def missing_results(worker_judged: dict[str, list[str]], records: list[dict]) -> list[str]:
+    """Claim tests a worker says it judged whose payload never reached the controller (the ledger must not be
+    written from an incomplete set)."""
+    received = {r["nodeid"] for r in records}
+    return [f"worker {w} judged {nodeid} but its verdict never reached the controller"
+            for w, judged in sorted(worker_judged.items()) for nodeid in judged if nodeid not in received]
+
+
+class ClaimXdistHooks:
+    """Controller-side xdist hooks (registered only when xdist is loaded: its hook names are unknown otherwise)."""
+
+    def __init__(self, session: ClaimSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node) -> None:
+        if self.session.run_dir is not None:
+            node.workerinput[WORKER_INPUT_KEY] = {"run_id": self.session.run_id, "run_dir": str(self.session.run_dir)}
+
+    def pytest_testnodedown(self, node, error) -> None:
+        worker_id = node.gateway.id
+        output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if output is not None:
+            self.session.merge_worker(worker_id, json.loads(output))
+        if error:
+            self.session.crashed_workers.append(worker_id)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
-    if session is not None and config.pluginmanager.is_registered(session):
-        config.pluginmanager.unregister(session)
+    if session is None:
+        return
+    if session.run is not None and not session.records:
+        session.run.discard_if_unused()
+    for plugin in (session, config.pluginmanager.get_plugin("mechclaim-xdist")):
+        if plugin is not None and config.pluginmanager.is_registered(plugin):
+            config.pluginmanager.unregister(plugin)
