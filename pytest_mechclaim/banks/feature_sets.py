@@ -8,7 +8,8 @@ higher is better) and ``acts`` [n_examples, d_sae] (per-example feature activati
   density (fraction of examples where it is active) and mean |activation| are both within a relative tolerance of
   the top feature's; partners are drawn at random by seed among the eligible ones, so seeds give different sets.
   When some top feature has no partner, both tolerances double (up to 5 times) and the set says ``relaxed=True``
-  with the tolerance used; if even that fails, it raises;
+  with the tolerance used; if even that fails, it raises. A dead feature never partners an active one (from
+  tolerance 1 on it would be "within tolerance" of everything);
 * ``bottom_active_set``: the lowest-|score| features that are active at all;
 * nulls: ``random_set_null`` (one score per seeded random set) and ``best_of_n_null`` (each entry is the best of N
   random units, for a candidate that won a search over N units); both feed ``gates.empirical_null``.
@@ -117,6 +118,9 @@ def density_matched_set(acts, scores, top_k: int, seed: int, rel_tol: float = 0.
             f = top[k]
             ok = ((np.abs(density[pool] - density[f]) <= tol * density[f] + 1e-12)
                   & (np.abs(abs_mean[pool] - abs_mean[f]) <= tol * abs_mean[f] + 1e-12))
+            if density[f] > 0:
+                # From tolerance 1 on, a dead feature is "within tolerance" of anything; it is no control.
+                ok &= density[pool] > 0
             eligible = [int(c) for c in pool[ok] if int(c) not in used]
             if not eligible:
                 break
