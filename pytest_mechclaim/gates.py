@@ -692,7 +692,7 @@ class MetricCalibrationRow:
 
 def metric_calibration(rows: Sequence[MetricCalibrationRow], min_gap: float = 0.25, min_positive_fraction: float = 0.8,
                        max_control_fraction: float = 0.2) -> GateResult:
-    """A search may only run on a metric that separates positives from controls. Blocks otherwise.
+    """A search may only run on a metric that separates positives from controls (``details['search_allowed']``).
 
     Checks: mean positive family - max control family > ``min_gap``; hardest control < weakest positive family;
     mean positive-family fraction(value > 0) >= ``min_positive_fraction``; worst control-family fraction(value > 0)
@@ -745,7 +745,10 @@ def metric_calibration(rows: Sequence[MetricCalibrationRow], min_gap: float = 0.
     hard_rows = sorted((r for r in ctl if r.family == hardest), key=lambda r: -r.value)[:WORST_K]
     worst = [dict(example_id=r.example_id, family=r.family, value=r.value) for r in hard_rows]
     ok = not problems and not bank_problems
-    return _result(name, gap, min_gap, cmp, ok, Status.STRONG if ok else Status.BLOCKED,
+    # A metric that fails to separate is evidence against the metric (falsified); a bank the model cannot do at all
+    # is unusable input (blocked). Searches that depend on it are blocked by banks.calibration.search_permission.
+    caps = Status.STRONG if ok else Status.BLOCKED if bank_problems else Status.FALSIFIED
+    return _result(name, gap, min_gap, cmp, ok, caps,
                    "metric separates positives from controls" if ok else f"{status}: " + "; ".join(bank_problems + problems),
                    worst, **details)
 

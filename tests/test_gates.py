@@ -383,7 +383,7 @@ def test_metric_calibration_local_mi_lab_needs_revision():
     assert not result.passed and result.details["search_allowed"] is False
     assert result.details["status"] == "metric_needs_revision"
     assert "hardest control calib_frequency_trap_control" in result.reason
-    assert result.caps_at == Status.BLOCKED
+    assert result.caps_at == Status.FALSIFIED
 
 
 def test_metric_calibration_passes_when_separated():
@@ -396,7 +396,8 @@ def test_metric_calibration_passes_when_separated():
 def test_metric_calibration_flags_prompt_bank_when_a_domain_is_negative():
     rows = (_calib("pos_a", "positive", [3.0] * 4, "number") + _calib("pos_b", "positive", [-0.5] * 4, "word")
             + _calib("ctl", "control", [-1.0] * 4))
-    assert gates.metric_calibration(rows).details["status"] == "prompt_bank_needs_revision"
+    result = gates.metric_calibration(rows)
+    assert result.details["status"] == "prompt_bank_needs_revision" and result.caps_at == Status.BLOCKED
 
 
 def test_family_minimum_signed_effect_catches_a_unit_that_hurts_one_family():

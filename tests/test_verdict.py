@@ -216,5 +216,9 @@ def test_metric_calibration_failure_blocks_a_search():
     rows = ([MetricCalibrationRow(f"w{i}", "calib_clean_repeat_word", "positive", 1.7428) for i in range(8)]
             + [MetricCalibrationRow(f"n{i}", "calib_clean_repeat_number", "positive", 6.03) for i in range(8)]
             + [MetricCalibrationRow(f"t{i}", "calib_frequency_trap_control", "control", 3.217) for i in range(8)])
+    from pytest_mechclaim.banks.calibration import search_permission
+
     result = gates.metric_calibration(rows)
-    assert decide([result]).status == Status.BLOCKED and result.details["search_allowed"] is False
+    assert result.details["search_allowed"] is False
+    assert decide([result]).status == Status.FALSIFIED  # the metric claim itself: metric_needs_revision
+    assert decide([search_permission(result)]).status == Status.BLOCKED  # a search that depends on it
