@@ -201,3 +201,53 @@ def mirror_pair(pair, family: str, family_role: str = "control"):
     return dataclasses.replace(pair, prompt_id=f"{pair.prompt_id}-mirror", family=family, family_role=family_role,
                                clean=mirror(pair.clean), corrupt=mirror(pair.corrupt),
                                target=mirror_token(pair.target), foil=mirror_token(pair.foil), text=None)
+
+
+
+INDUCTION_SAE_HOOK = "blocks.0.hook_resid_post"
+# A token feature is on when its code matches fully (dot product ~1); other tokens give 0, the token of opposite
+# sign -1, and L0H0's small attention leak to older positions stays far below this.
+INDUCTION_SAE_THRESHOLD = 0.5
+PREV_TOKEN_FEATURES = range(0, D_VOCAB)
+CURRENT_TOKEN_FEATURES = range(D_VOCAB, 2 * D_VOCAB)
+POSITION_FEATURES = range(2 * D_VOCAB, 2 * D_VOCAB + 24)
+INDUCTION_SAE_D_SAE = 2 * D_VOCAB + 24
+
+
+def build_induction_sae(device: str = "cpu"):
+    """A hand-set SAELens SAE (JumpReLU) on the induction model's ``blocks.0.hook_resid_post`` with known features.
+
+    After layer 0 the residual is exactly token code (dims 0-15) + position code (32-43) + the previous-token code
+    L0H0 copies into dims 16-31; the dictionary spans all of it, so the SAE reconstructs the residual:
+
+    * features 0-31: feature t = "the previous token is t" (reads +-e_(t mod 16) in dims 16-31, fires exactly when
+      the previous token is t, activation ~1, writes the code back);
+    * features 32-63: feature 32 + t = "the current token is t" (dims 0-15, same coding);
+    * features 64-87: the positive and negative part of each of the 12 position dims (plain ReLU, exact).
+
+    Ablating feature t removes the key the induction head matches when the current token is t: only the
+    predictions made at token t (of the token that followed t earlier) break.
+    """
+    import torch
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    cfg = JumpReLUSAEConfig(
+        d_in=D_MODEL, d_sae=INDUCTION_SAE_D_SAE, device=device, apply_b_dec_to_input=False,
+        metadata=SAEMetadata(model_name="groundtruth:induction", hook_name=INDUCTION_SAE_HOOK, prepend_bos=False),
+    )
+    sae = JumpReLUSAE(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.zero_()
+        for t in range(D_VOCAB):
+            for feature, dims in ((PREV_TOKEN_FEATURES[t], PREV_DIMS), (CURRENT_TOKEN_FEATURES[t], TOKEN_DIMS)):
+                sae.W_enc[dims, feature] = token_code(t)
+                sae.W_dec[feature, dims] = token_code(t)
+                sae.threshold[feature] = INDUCTION_SAE_THRESHOLD
+        for i in range(12):
+            for sign, feature in ((1.0, POSITION_FEATURES[2 * i]), (-1.0, POSITION_FEATURES[2 * i + 1])):
+                sae.W_enc[POS_DIMS.start + i, feature] = sign
+                sae.W_dec[feature, POS_DIMS.start + i] = sign
+    sae.eval()
+    return sae
