@@ -203,7 +203,6 @@ def mirror_pair(pair, family: str, family_role: str = "control"):
                                target=mirror_token(pair.target), foil=mirror_token(pair.foil), text=None)
 
 
-
 INDUCTION_SAE_HOOK = "blocks.0.hook_resid_post"
 # A token feature is on when its code matches fully (dot product ~1); other tokens give 0, the token of opposite
 # sign -1, and L0H0's small attention leak to older positions stays far below this.
