@@ -82,6 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mechclaim_ledger", "the claim ledger file, relative to the ini file", default="mechclaim-ledger.json")
     parser.addini("mechclaim_runs_dir", "where run records are written, relative to the ini file",
                   default=".mechclaim/runs")
+    parser.addini("mechclaim_figures", "draw a figure (PNG) for every claim test's report", type="bool", default=True)
 
 
 def parse_ack(text: str) -> tuple[str, str]:
@@ -238,7 +239,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
             payload["files"] = write_claim_test(session.run_dir, session.run_id, payload,
                                                 handle.rows if handle is not None else (),
-                                                handle.baseline_rows if handle is not None else ())
+                                                handle.baseline_rows if handle is not None else (),
+                                                figure=item.config.getini("mechclaim_figures"))
         report.user_properties.append((PAYLOAD_KEY, json.dumps(payload, default=str)))
     return report
 
@@ -317,7 +319,7 @@ class ClaimSession:
             "ledger": str(self.ledger_path), "options": options,
             "ini": {name: config.getini(name) for name in
                     ("mechclaim_device", "mechclaim_threads", "mechclaim_cache_dir", "mechclaim_ledger",
-                     "mechclaim_runs_dir")},
+                     "mechclaim_runs_dir", "mechclaim_figures")},
         }
         run_id = config.getoption("mechclaim_run_id") or new_run_id()
         try:

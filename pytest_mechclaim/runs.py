@@ -188,7 +188,7 @@ def write_jsonl(path: Path, records) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records))
 
 
-def write_claim_test(run_dir: Path, run_id: str, payload: dict, rows, baseline_rows=()) -> dict:
+def write_claim_test(run_dir: Path, run_id: str, payload: dict, rows, baseline_rows=(), figure: bool = True) -> dict:
     """Write one claim test's evidence and reports into its own directory; returns the paths, relative to the
     run directory. Called by the process that ran the test (an xdist worker writes only its own tests' files)."""
     from .figures import claim_figure
@@ -203,11 +203,10 @@ def write_claim_test(run_dir: Path, run_id: str, payload: dict, rows, baseline_r
         files["baseline"] = out / "baseline.jsonl"
         write_jsonl(files["baseline"], (r.to_dict() for r in baseline_rows))
     data = claim_report_data(payload, rows, baseline_rows, run_id)
-    figure = None
-    if payload.get("verdict") is not None:
+    if figure and payload.get("verdict") is not None:
         stage = f" [{payload['stage']}]" if payload.get("stage") else ""
-        files["figure"] = figure = claim_figure(
+        files["figure"] = claim_figure(
             rows, f"{payload['claim']['id']}{stage}: {payload['verdict']['status']}", out / "figure.png")
     write_json(files["report_json"], data)
-    atomic_write_text(files["report_md"], claim_report_markdown(data, figure.name if figure else None))
+    atomic_write_text(files["report_md"], claim_report_markdown(data, files["figure"].name if "figure" in files else None))
     return {k: str(Path(v).relative_to(run_dir)) for k, v in files.items()}
