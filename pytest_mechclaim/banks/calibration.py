@@ -19,7 +19,7 @@ from ..evidence import BaselineRow
 from ..gates import GateResult, MetricCalibrationRow
 from ..status import Status
 from .induction import EncodedExample, InductionExample, encode_example
-from .schema import BankTask, Rejection, Tokenizer, ValidTask, Validation, validate_tasks
+from .schema import BankTask, Rejection, ValidTask, Validation, as_tokenizer, validate_tasks
 
 
 def final_contrasts(model, sequences: Sequence[Sequence[int]], targets: Sequence[int], foils: Sequence[int],
@@ -109,7 +109,7 @@ def calibrate_baseline(model, tasks: Iterable[BankTask], families: Sequence[str]
                        tokenizer=None, batch_size: int = 32) -> BaselineCalibration:
     """Validate ``tasks`` against the model's tokenizer, score the valid ones unpatched, and judge them with
     ``gates.baseline_calibration`` (thresholds fixed here, before any intervention runs)."""
-    validation = validate_tasks(tasks, Tokenizer(tokenizer if tokenizer is not None else model))
+    validation = validate_tasks(tasks, as_tokenizer(tokenizer if tokenizer is not None else model))
     rows = baseline_rows(model, validation.valid, batch_size) if validation.valid else []
     gate = gates.baseline_calibration(rows, min_pass_rate=min_pass_rate, min_margin=min_margin,
                                       min_per_family=min_per_family, families=list(families))
@@ -156,7 +156,7 @@ def calibrate_metric(model, examples: Iterable[InductionExample], tokenizer=None
 
     Any example that fails tokenization blocks the calibration (local-mi-lab's ``blocked_tokenization``): a metric
     calibrated on a bank with holes is not calibrated."""
-    tok = Tokenizer(tokenizer if tokenizer is not None else model)
+    tok = as_tokenizer(tokenizer if tokenizer is not None else model)
     encoded, rejected = [], []
     for ex in examples:
         enc = encode_example(ex, tok)

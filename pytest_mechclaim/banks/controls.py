@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..gates import GateResult
 from ..status import Status
-from .schema import Rejection, Tokenizer, ValidTask
+from .schema import Rejection, ValidTask, as_tokenizer
 
 SUITES = ("matched_non_negation", "lexical_identity", "semantic_unrelated", "shuffled_target", "hard_negative")
 HARD_NEGATIVE_LEAD = "It was not surprising that "
@@ -170,7 +170,7 @@ def build_control_suites(tasks: Sequence[ValidTask], tokenizer,
     """One case per task and suite; a case that cannot be built (no donor task, a token that is not one token, an
     empty prompt) is excluded with its reason. ``suites`` names built-in suites or maps names to builders
     ``f(task, context) -> (prompt, target, foil) | reason``."""
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = as_tokenizer(tokenizer)
     builders = dict(suites) if isinstance(suites, Mapping) else {}
     if not builders:
         unknown = [s for s in suites if s not in SUITE_BUILDERS]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..tasks import PromptPair, Task, TaskError
-from .schema import Rejection, Tokenizer
+from .schema import Rejection, Tokenizer, as_tokenizer
 
 LETTERS = tuple(f" {c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 DIGITS = tuple("0123456789")
@@ -324,7 +324,7 @@ def induction_bank(stage: str, seed: int, n_per_family: int = 8, tokenizer=None)
     ``pool_for`` for what was dropped)."""
     if stage not in STAGES:
         raise BankError(f"unknown stage {stage!r}; stages: {sorted(STAGES)}")
-    tok = tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = None if tokenizer is None else as_tokenizer(tokenizer)
     families, _ = STAGES[stage]
     return [ex for fam in families for ex in _family_items(stage, fam, seed, n_per_family, tok)]
 
@@ -348,7 +348,7 @@ def metric_calibration_bank(seed: int = 0, tokenizer=None) -> list[InductionExam
     Controls: the positive scored with target and foil swapped (wrong target); the positive scored S[1] vs S[0]
     (target swap); S + S[-2], S[0], S[1] (same token frequency); S + reversed(S[:-1]); S + filler (no repeat);
     S + S[-1] x (n-1) (frequency trap: the target is simply frequent)."""
-    tok = tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = None if tokenizer is None else as_tokenizer(tokenizer)
     out = []
     for domain, lengths in CALIBRATION_LENGTHS.items():
         pool, _ = pool_for(domain, tok)
@@ -397,7 +397,7 @@ class EncodedExample:
 def encode_example(example: InductionExample, tokenizer) -> EncodedExample | Rejection:
     """Token ids (with BOS) when every string is exactly one token and the joined text tokenizes back to the same
     ids (so the text shown in reports is what the model saw); a Rejection with reasons otherwise."""
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = as_tokenizer(tokenizer)
     problems = []
     strings = set(example.tokens) | set(example.corrupt or ()) | {example.target, example.foil}
     multi = sorted(s for s in strings if tok.single(s) is None)
@@ -455,7 +455,7 @@ def build_tasks(examples: Iterable[InductionExample], tokenizer) -> TaskBuild:
 
     A control the engine cannot use (clean == corrupt, a token that is not one token ...) is excluded with its
     reason; two controls of one task with identical content raise ``DuplicateControlError``."""
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = as_tokenizer(tokenizer)
     examples = list(examples)
     controls_of = defaultdict(list)
     for ex in examples:

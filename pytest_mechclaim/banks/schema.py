@@ -64,6 +64,11 @@ class Tokenizer:
         return self._hf.decode(list(ids))
 
 
+def as_tokenizer(source) -> Tokenizer:
+    """``source`` itself when it is already a ``Tokenizer``, else a ``Tokenizer`` around it."""
+    return source if isinstance(source, Tokenizer) else Tokenizer(source)
+
+
 def task_id(family: str, prompt: str, target: str, foil: str) -> str:
     """Content id: the same prompt and contrast always get the same id, so duplicates are visible."""
     digest = hashlib.sha256("|".join((family, prompt, target, foil)).encode()).hexdigest()[:12]
@@ -197,7 +202,7 @@ def _task_problems(task: BankTask, tok: Tokenizer) -> tuple[list[str], dict]:
 def validate_tasks(tasks: Iterable[BankTask | Mapping], tokenizer) -> Validation:
     """Split tasks into valid (with token ids) and rejected (with reasons). Raw mappings are parsed strictly: a
     record that does not fit the schema is rejected with the schema error, not raised, so nothing is lost."""
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    tok = as_tokenizer(tokenizer)
     valid, rejected, seen = [], [], {}
     for i, item in enumerate(tasks):
         if not isinstance(item, BankTask):
