@@ -334,7 +334,8 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
     lines += _md_table(["mode", "status", "rows", "of", "detail"],
                        [[name, m["status"], m["rows"], m["of"],
                          m["why"] + (f"; by suite {m['by_suite']}" if m.get("by_suite") else "")
-                         + (f"; means {m['groups']}" if m.get("groups") else "")]
+                         + ("; means " + ", ".join(f"{k}: {_fmt(v)}" for k, v in m["groups"].items())
+                            if m.get("groups") else "")]
                         for name, m in tax["modes"].items()])
     ce = data["counterexamples"]
     lines += ["", f"## Counterexamples ({ce['count']} rows speak against the claim; worst "

@@ -270,7 +270,7 @@ def test_xdist_and_serial_runs_write_identical_ledgers(project, pytester):
         project(name)
     project("claim-d", **WEAK_ROWS)
     ledgers = []
-    for args in (("-p", "no:xdist"), ("-p", "xdist", "-n", "2")):
+    for args in (("-p", "xdist", "-n", "0"), ("-p", "xdist", "-n", "2")):
         ledger_file = pytester.path / "mechclaim-ledger.json"
         ledger_file.unlink(missing_ok=True)
         result = pytester.runpytest_subprocess("--mechclaim-update-ledger", *args)
@@ -284,6 +284,15 @@ def test_xdist_and_serial_runs_write_identical_ledgers(project, pytester):
     run_dir = pytester.path / ".mechclaim" / "runs" / next(iter(parallel["runs"]))
     assert len(list(run_dir.glob("claims/*/*/rows.jsonl"))) == 8
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+    # Workers report what they collected: a deselected stage is not gone, a deleted one is (this needs the
+    # workers' collection inventory; the controller collects nothing under xdist).
+    source = (pytester.path / "test_claim_b.py").read_text()
+    (pytester.path / "test_claim_b.py").write_text(source[: source.index("@pytest.mark.heldout")])
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "-m", "replication")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.stdout.str().count("GONE") == 1
+    shows(result.stdout, "GONE     claim-b [heldout]: recorded candidate, no longer collected")
 
 
 def _spawn(pytester, *args, delay: str | None = None) -> subprocess.Popen:
