@@ -16,6 +16,7 @@ from pytest_mechclaim.banks.schema import Tokenizer
 from pytest_mechclaim.gates import MetricCalibrationRow
 from pytest_mechclaim.report import table
 from pytest_mechclaim.status import Status
+from pytest_mechclaim.verdict import decide
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,10 @@ def test_too_few_tasks_per_family_after_calibration_blocks(negation_calibration)
             assert f in result.reason
         if short:
             assert "wrong direction" in result.reason and "below margin" in result.reason
+            verdict = decide([result])
+            assert verdict.status == Status.BLOCKED and short[0] in verdict.reasons[0]
+            assert {e["task_id"] for e in result.details["excluded"]} == {
+                r.task_id for r in cal.rows if not r.intended_direction_pass or abs(r.contrast) < 0.1}
 
 
 def test_a_required_family_with_no_valid_task_blocks(smollm2):

@@ -281,8 +281,9 @@ def _family_items(stage: str, fam: PositiveFamily, seed: int, n_items: int, toke
         Y = _draw(rng, pool, L, exclude=S)
         while Y == X:
             Y = _draw(rng, pool, L, exclude=S)
-        W = _draw(rng, pool, 1, exclude=set(S) | set(X))[0] if len(set(pool) - set(S) - set(X)) else \
-            _draw(rng, LETTERS, 1, exclude=set(S) | set(X))[0]
+        # The wrong target is absent from both prompts; ten digits can all be in use, then a letter serves.
+        in_use = set(S) | set(X)
+        W = _draw(rng, pool if set(pool) - in_use else LETTERS, 1, exclude=in_use)[0]
         base = f"{stage}-{fam.name}-s{seed}-{i}"
         tokens = prefix + suffix
         corrupt = prefix + (X[:L] if fam.corrupt == "filler" else suffix[::-1])
