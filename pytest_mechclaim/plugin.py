@@ -241,6 +241,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                                                 handle.rows if handle is not None else (),
                                                 handle.baseline_rows if handle is not None else (),
                                                 figure=item.config.getini("mechclaim_figures"))
+            if report.failed and isinstance(report.longrepr, str):
+                report.longrepr += f"\nfull report: {session.run_dir / payload['files']['report_md']}"
         report.user_properties.append((PAYLOAD_KEY, json.dumps(payload, default=str)))
     return report
 

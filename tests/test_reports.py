@@ -145,3 +145,27 @@ def test_committed_examples_are_complete():
         assert data["claim"]["id"] == claim and "failure_taxonomy" in data
         assert (folder / "figure.png").read_bytes().startswith(PNG_SIGNATURE)
         assert "](figure.png)" in (folder / "report.md").read_text()
+
+
+def test_a_failing_claim_points_at_its_full_report(pytester):
+    pytester.makeini("[pytest]\nstrict = true\nmechclaim_figures = false\n")
+    pytester.makepyfile(test_weak='''
+        import pytest
+        from pytest_mechclaim.evidence import EvidenceRow
+
+        pytestmark = pytest.mark.claim("weak", statement="L1H0 moves the target", level="candidate")
+
+        @pytest.mark.heldout
+        def test_heldout(mechclaim):
+            ev = mechclaim.record([EvidenceRow(unit="L1H0", intervention="zero", prompt_id=f"p{i}", family="f",
+                                               control_suite="matched", seed=i % 2, target_delta=0.1,
+                                               control_delta=0.9, prompt=f"prompt {i}") for i in range(8)])
+            mechclaim.gate.specificity_gap(ev)
+    ''')
+    result = pytester.runpytest("--mechclaim-run-id=r")
+    result.assert_outcomes(failed=1)
+    report_md = pytester.path / ".mechclaim" / "runs" / "r" / "claims" / "weak" / "heldout" / "report.md"
+    assert f"full report: {report_md}" in result.stdout.str()
+    text = report_md.read_text()
+    assert "# Claim weak [heldout]: FALSIFIED" in text and "## Counterexamples (8 rows" in text
+    assert "Rerun: `python -m pytest test_weak.py::test_heldout`" in text
