@@ -23,7 +23,7 @@ import pytest
 from . import ledger as ledger_mod
 from .fixture import MechClaim
 from .report import claim_report, table
-from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now
+from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now, write_claim_test, write_json
 from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker
 from .status import Status
 
@@ -235,8 +235,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             payload["artifacts"])
         session = item.config.stash[session_key]
         if session.run_dir is not None:
-            from .runs import write_claim_test
-
             payload["files"] = write_claim_test(session.run_dir, session.run_id, payload,
                                                 handle.rows if handle is not None else (),
                                                 handle.baseline_rows if handle is not None else (),
@@ -294,6 +292,7 @@ class ClaimSession:
         self.crashed_workers: list[str] = []
         self.reconciliation: ledger_mod.Reconciliation | None = None
         self.problems: list[str] = []
+        self.ledger_skipped: str | None = None
 
     # -- run record -------------------------------------------------------------------------------------------
 
@@ -376,9 +375,9 @@ class ClaimSession:
         judged = [r for r in self.records if r["verdict"] is not None]
         check: dict = {"judged": len(judged), "not_judged": [r["nodeid"] for r in self.records if r["verdict"] is None]}
         if interrupted:
-            check["skipped"] = "session interrupted: the ledger was neither compared nor updated"
+            self.ledger_skipped = "session interrupted: the ledger was neither compared nor updated"
         elif self.problems:
-            check["skipped"] = "results went missing between workers and controller: the ledger was not touched"
+            self.ledger_skipped = "the session lost claim results: the ledger was neither compared nor updated"
         elif self.records:
             try:
                 self.reconciliation = ledger_mod.reconcile(
@@ -388,13 +387,11 @@ class ClaimSession:
                 check.update(self.reconciliation.to_dict())
             except ledger_mod.LedgerError as exc:
                 self.problems.append(str(exc))
-        check["problems"] = self.problems
+        check.update(problems=self.problems, skipped=self.ledger_skipped)
         if self.problems or (self.reconciliation is not None and self.reconciliation.failed):
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.records:
-            from .runs import write_json
-
             write_json(self.run.path / "verdicts.json",
                        sorted(self.records, key=lambda r: (r["claim"]["id"], r["key"] or "", r["nodeid"])))
             write_json(self.run.path / "ledger-check.json", check)
@@ -430,6 +427,8 @@ class ClaimSession:
         if self.is_worker or self.run is None or not self.records:
             return []
         lines = [f"ERROR {p}" for p in self.problems]
+        if self.ledger_skipped:
+            lines.append(self.ledger_skipped)
         rec = self.reconciliation
         if rec is not None:
             path = _display(rec.path, self.config)

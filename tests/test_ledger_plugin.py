@@ -355,3 +355,36 @@ def test_concurrent_updates_serialize_on_the_lock(project, pytester):
     second.stdout.close()
     claims = read_ledger(pytester)["claims"]
     assert claims["claim-a"]["status"] == claims["claim-b"]["status"] == "insufficient"
+
+
+ABORTING_TEST = '''
+import os
+import pytest
+
+pytestmark = pytest.mark.claim("aborting", statement="s", level="insufficient")
+
+
+@pytest.mark.heldout
+def test_heldout(mechclaim):
+    {abort}
+'''
+
+
+def test_an_interrupted_session_does_not_touch_the_ledger(project, pytester):
+    project()
+    pytester.makepyfile(test_zz_abort=ABORTING_TEST.format(abort="raise KeyboardInterrupt"))
+    result = pytester.runpytest_subprocess("--mechclaim-update-ledger", "--mechclaim-run-id=stopped")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    shows(result.stdout, "session interrupted: the ledger was neither compared nor updated")
+    assert not (pytester.path / "mechclaim-ledger.json").exists()
+    run = json.loads((pytester.path / ".mechclaim" / "runs" / "stopped" / "run.json").read_text())
+    assert run["status"] == "interrupted"
+
+
+def test_a_crashed_xdist_worker_leaves_the_ledger_untouched(project, pytester):
+    project()
+    pytester.makepyfile(test_zz_abort=ABORTING_TEST.format(abort="os._exit(3)"))
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "--mechclaim-update-ledger")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    shows(result.stdout, "went down", "the session lost claim results: the ledger was neither compared nor updated")
+    assert not (pytester.path / "mechclaim-ledger.json").exists()
