@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import _positive_score, _target_ok, suite_breakdown, unit_set_breakdown
+from .report import claimed_unit_rows, positive_score, suite_breakdown, unit_set_breakdown
 
 
 def _control_unit_movement(rows) -> tuple[str | None, dict]:
@@ -65,8 +65,8 @@ def claim_figure(rows, title: str, path: Path) -> Path:
     left.axhline(0, color="black", linewidth=0.6)
 
     by_seed: dict = {}
-    for r in _target_ok(rows):
-        if r.family_role == "positive" and (s := _positive_score(r)) is not None:
+    for r in claimed_unit_rows(rows):
+        if r.family_role == "positive" and (s := positive_score(r)) is not None:
             by_seed.setdefault(r.seed, []).append(s)
     seeds = sorted(by_seed, key=repr)
     for i, seed in enumerate(seeds):

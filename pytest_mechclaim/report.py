@@ -98,11 +98,11 @@ def _effect(row) -> float | None:
     return normalized_effect_of(row, DENOMINATOR_FLOOR)[0]
 
 
-def _target_ok(rows) -> list:
+def claimed_unit_rows(rows) -> list:
     return [r for r in rows if r.unit_set == "target" and r.ok]
 
 
-def _positive_score(row) -> float | None:
+def positive_score(row) -> float | None:
     """How much a positive-family row supports the claim: its specificity gap, else its normalized effect."""
     return row.specificity_gap if row.paired else _effect(row)
 
@@ -110,7 +110,7 @@ def _positive_score(row) -> float | None:
 def suite_breakdown(rows) -> list[dict]:
     """Family x control suite, target unit rows: how much the target and its matched control moved."""
     groups: dict = {}
-    for r in _target_ok(rows):
+    for r in claimed_unit_rows(rows):
         groups.setdefault((r.family, r.family_role, r.control_suite or "-"), []).append(r)
     out = []
     for (family, role, suite), group in sorted(groups.items()):
@@ -146,11 +146,11 @@ def seed_breakdown(rows, gates: list[dict]) -> list[dict]:
         if g["name"] == "seed_replication":
             per_group = g.get("details", {}).get("per_group", {})
     groups: dict = {}
-    for r in _target_ok(rows):
+    for r in claimed_unit_rows(rows):
         groups.setdefault(r.seed, []).append(r)
     out = []
     for seed, group in sorted(groups.items(), key=lambda kv: repr(kv[0])):
-        scores = [s for r in group if r.family_role == "positive" and (s := _positive_score(r)) is not None]
+        scores = [s for r in group if r.family_role == "positive" and (s := positive_score(r)) is not None]
         out.append({"seed": seed, "n": len(group), "score_mean": _mean(scores),
                     "score_min": min(scores) if scores else None,
                     "positive_share": _mean(1.0 if s > 0 else 0.0 for s in scores),
@@ -180,7 +180,7 @@ def _counterexample(row) -> tuple[float, str] | None:
 
 def counterexamples(rows) -> tuple[int, list[dict]]:
     """Every target row that speaks against the claim, worst first: (count, rows with coordinates and prompts)."""
-    found = [(s, why, r) for r in _target_ok(rows) if (c := _counterexample(r)) is not None for s, why in [c]]
+    found = [(s, why, r) for r in claimed_unit_rows(rows) if (c := _counterexample(r)) is not None for s, why in [c]]
     found.sort(key=lambda t: (t[0], repr(sorted(t[2].coordinates().items()))))
     out = []
     for score, why, r in found:
@@ -195,8 +195,8 @@ def counterexamples(rows) -> tuple[int, list[dict]]:
 def _sign_flip(rows, axis: str) -> dict:
     """Mean score per value of ``axis`` over positive-family target rows; a flip is both signs among the means."""
     groups: dict = {}
-    for r in _target_ok(rows):
-        if r.family_role == "positive" and (s := _positive_score(r)) is not None:
+    for r in claimed_unit_rows(rows):
+        if r.family_role == "positive" and (s := positive_score(r)) is not None:
             groups.setdefault(getattr(r, axis), []).append(s)
     means = {str(k): _mean(v) for k, v in sorted(groups.items(), key=lambda kv: repr(kv[0]))}
     if len(means) < 2:
@@ -214,7 +214,7 @@ def _sign_flip(rows, axis: str) -> dict:
 def failure_taxonomy(rows) -> dict:
     """local-mi-lab's failure modes (reference/seed-systems.md §2.7), counted over ALL target rows, no fallback
     labels: a mode is either detected in the rows, not detected, or not measured (the rows cannot show it)."""
-    target = _target_ok(rows)
+    target = claimed_unit_rows(rows)
     paired = [r for r in target if r.paired and r.family_role == "positive"]
     control_family = [r for r in target if r.family_role == "control" and _effect(r) is not None]
     moved = [r for r in paired if abs(r.control_delta) >= abs(r.target_delta) and abs(r.control_delta) > NO_MOVEMENT]
