@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .evidence import COORDINATES
-from .gates import GateResult
+from .gates import GateResult, normalized_effect_of
 from .spec import ClaimSpec
 from .verdict import Verdict
 
@@ -93,8 +93,6 @@ def _mean(values) -> float | None:
 
 
 def _effect(row) -> float | None:
-    from .gates import normalized_effect_of
-
     return normalized_effect_of(row, DENOMINATOR_FLOOR)[0]
 
 
