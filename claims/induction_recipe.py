@@ -37,7 +37,7 @@ HELDOUT_SEEDS = (10, 11, 12)
 CHARACTERIZATION_SEEDS = (20, 21, 22)
 N_CANDIDATES = 5
 N_NEGATIVE_CONTROLS = 3
-N_COMPARISON_HEADS = 8
+N_COMPARISON_HEADS = 4
 
 
 @dataclass
@@ -187,7 +187,7 @@ def record_replication_stage(mechclaim, model, discovery: Discovery, unit: str, 
     run_candidate_gates(mechclaim, rows, rows + list(controls), interventions=True)
 
 
-def record_heldout_stage(mechclaim, model, discovery: Discovery, unit: str, layers=None, n_per_family: int = 4):
+def record_heldout_stage(mechclaim, model, discovery: Discovery, unit: str, layers=None, n_per_family: int = 3):
     membership = mechclaim.gate.add(frozen_membership(discovery, unit))
     if membership.caps_at == Status.BLOCKED:
         return
@@ -196,15 +196,15 @@ def record_heldout_stage(mechclaim, model, discovery: Discovery, unit: str, laye
     mechclaim.attach("excluded_tasks", sorted({r.reasons[0].split(":")[0] for r in excluded}))
     interventions, positions = ("clean_to_corrupt", "zero"), ("final", "previous_occurrence")
     rows = mechclaim.record(head_evidence(model, tasks, [unit], interventions=interventions, positions=positions))
+    # Comparison heads only where unit_controls reads them: the final position.
     controls = head_evidence(model, tasks, comparison_heads(model, unit, layers), interventions=interventions,
-                             positions=positions, unit_set="random_comparison")
+                             unit_set="random_comparison")
     final = [r for r in rows if r.position == "final"]
-    run_candidate_gates(mechclaim, final, final + [r for r in controls if r.position == "final"],
-                        interventions=True)
+    run_candidate_gates(mechclaim, final, final + list(controls), interventions=True)
     mechclaim.gate.replication(rows, axis="position", min_passing=2)
 
 
-def record_characterization_stage(mechclaim, model, discovery: Discovery, unit: str, n_per_family: int = 3):
+def record_characterization_stage(mechclaim, model, discovery: Discovery, unit: str, n_per_family: int = 2):
     membership = mechclaim.gate.add(frozen_membership(discovery, unit))
     if membership.caps_at == Status.BLOCKED:
         return
@@ -221,21 +221,22 @@ def record_characterization_stage(mechclaim, model, discovery: Discovery, unit: 
 
 def attention_to_source(model, tasks, unit: str) -> dict[str, float]:
     """Per positive prompt: the head's attention from the final position to the previous occurrence's successor
-    (where an induction head reads the token it copies)."""
+    (where an induction head reads the token it copies). One batched run per prompt length."""
     import torch
 
     layer, head = (int(x) for x in unit[1:].split("H"))
     name = f"blocks.{layer}.attn.hook_pattern"
-    out = {}
+    by_length: dict = {}
     for task in tasks:
-        pair = task.pair
-        source = pair.position("previous_occurrence")
-        if source is None:
-            continue
+        if task.pair.position("previous_occurrence") is not None:
+            by_length.setdefault(len(task.pair.clean), []).append(task.pair)
+    out = {}
+    for pairs in by_length.values():
         with torch.no_grad():
-            _, cache = model.run_with_cache(torch.tensor([pair.clean], device=model.cfg.device),
+            _, cache = model.run_with_cache(torch.tensor([p.clean for p in pairs], device=model.cfg.device),
                                             names_filter=lambda n: n == name)
-        out[pair.prompt_id] = float(cache[name][0, head, -1, source + 1])
+        for i, pair in enumerate(pairs):
+            out[pair.prompt_id] = float(cache[name][i, head, -1, pair.position("previous_occurrence") + 1])
     return out
 
 
