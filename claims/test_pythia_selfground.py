@@ -1,0 +1,85 @@
+"""Seed study (SELF-GROUND): negation x SAE features on Pythia-70M-deduped, with SELF-GROUND's verified SAE.
+
+Model ``pythia-70m-deduped`` and the SAELens hub release ``pythia-70m-deduped-res-sm`` / ``blocks.2.hook_resid_post``.
+Written to run on CUDA where the hub is reachable; without the hub the fixtures skip it with the reason. The path is
+claims/negation_recipe.py, the same code the SmolLM2 negation claims run (with E003's 80 candidates per family).
+
+The write-ups' outcome, which a user should see (reference/seed-systems.md §1.14, seeds/000): all three stages stay
+``insufficient_evidence`` on SELF-GROUND's ladder.
+* E002 (10 per family, uncalibrated, top-5, 8 feature sets, seeds 7/11/13, ablation): top target movement 0.0342
+  vs matched control 0.0547 (gap -0.0205); baseline intended-direction pass rate 7/30 = 0.233 (property 0/10,
+  sentiment 5/10, state 2/10).
+* E003 (240 candidates, intended direction + margin 0.1, >= 10 per family): calibration kept 69 of 240 (property 10,
+  sentiment 36, state 23; 161 wrong direction, 10 below margin); evaluated target 0.628 vs control 0.719 (gap -0.091)
+  at pass rate 1.0.
+* E004 (multi-control, ablate + amplify, 5 selection modes x blocks 1-3): 15 cells, 0 candidates; the best cell
+  (block 1, ensemble-specificity) had target 0.896 vs control 0.760 but multi-control minimum gap -0.0194 and family
+  minimum gap -0.0900.
+Differences a reader should expect: this bank is the project's negation bank (distinct prompts, no repeats), not
+SELF-GROUND's generator, so counts differ; E004 here covers the SAE's own layer (blocks.2) with three selection
+modes; our ladder names the first two ``insufficient`` or ``falsified`` (a non-positive gap falsifies here), both
+``rejected``.
+"""
+
+import pytest
+
+from claims import negation_recipe as recipe
+from claims.conftest import PYTHIA_SAE_ID, PYTHIA_SAE_RELEASE
+
+MODEL = "pythia-70m-deduped"
+HOOK = PYTHIA_SAE_ID
+SAE = f"{PYTHIA_SAE_RELEASE}/{PYTHIA_SAE_ID}"
+
+
+class TestNegationBank:
+    pytestmark = pytest.mark.claim(
+        "pythia70m-selfground-negation-bank",
+        statement="Pythia-70M-deduped does the baseline-calibrated negation bank's contrasts (>= 10 tasks per "
+                  "family, margin 0.1) and SELF-GROUND's blocks.2 SAE fits those prompts (E003's calibration)",
+        level="candidate", model=MODEL, hook=HOOK, sae=SAE,
+    )
+
+    @pytest.mark.calibration
+    def test_calibration(self, mechclaim, pythia_negation):
+        recipe.record_calibration_stage(mechclaim, pythia_negation, "e003")
+
+
+class TestE002:
+    pytestmark = pytest.mark.claim(
+        "pythia70m-selfground-e002",
+        statement="On an uncalibrated negation bank, ablating the 5 blocks.2 SAE features most active on negated "
+                  "prompts moves their antonym contrast more than matched controls' in every family",
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+    )
+
+    @pytest.mark.discovery
+    def test_discovery(self, mechclaim, pythia_negation):
+        recipe.record_discovery_stage(mechclaim, pythia_negation, "e002", "top")
+
+
+class TestE003:
+    pytestmark = pytest.mark.claim(
+        "pythia70m-selfground-e003",
+        statement="On the baseline-calibrated negation bank, ablating the 5 blocks.2 SAE features most active on "
+                  "negated prompts moves their antonym contrast more than matched controls' and control sets do",
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+    )
+
+    @pytest.mark.discovery
+    def test_discovery(self, mechclaim, pythia_negation):
+        recipe.record_discovery_stage(mechclaim, pythia_negation, "e003", "top")
+
+
+class TestE004:
+    pytestmark = pytest.mark.claim(
+        "pythia70m-selfground-e004",
+        statement="Some preregistered selection of 5 blocks.2 SAE features, ablated or amplified x2, moves negated "
+                  "prompts' antonym contrast more than every control suite's and every family's controls",
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+    )
+
+    @pytest.mark.discovery
+    @pytest.mark.parametrize("mode", recipe.SELECTION_MODES)
+    def test_discovery(self, mechclaim, pythia_negation, mode):
+        recipe.record_discovery_stage(mechclaim, pythia_negation, "e003", mode, suites=recipe.SUITES,
+                                      operations=recipe.ABLATE_AMPLIFY, with_null=True)
