@@ -1,0 +1,51 @@
+"""Shared pieces of the engine benchmarks: SmolLM2, induction-style prompts, and a matmul peak measured in-run."""
+
+from __future__ import annotations
+
+import random
+import time
+
+
+def induction_tasks(n_prompts: int, length: int, seed: int = 0, vocab=(1000, 20000)):
+    """BOS + r + r[:k] (clean) vs BOS + r + s[:k] (corrupt), ``length`` tokens; target r[k], foil r[0]."""
+    from pytest_mechclaim.tasks import PromptPair, Task
+
+    rng = random.Random(f"bench:{seed}")
+    half = length // 2
+    k = length - 1 - half
+    tasks = []
+    for i in range(n_prompts):
+        r = rng.sample(range(*vocab), half + 1)
+        s = rng.sample([t for t in range(*vocab) if t not in r], k)
+        tasks.append(Task(PromptPair(f"bench-{i}", "induction", [1] + r[:half] + r[:k], [1] + r[:half] + s,
+                                     r[k], r[0])))
+    return tasks
+
+
+def matmul_peak_flops(n: int = 1024, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of an n x n matmul on this machine, right now."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def counted_flops(fn) -> int:
+    """FLOPs of the matmul-like ops fn actually executes (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def load_smollm2():
+    from pytest_mechclaim.models import load_smollm2 as load
+
+    return load(cache_dir=".mechclaim/cache")
