@@ -119,7 +119,9 @@ def structure_problems(model, sae, hook_name: str, tokens) -> tuple[list[str], d
     if bad_params:
         return [f"non-finite SAE weights: {', '.join(bad_params)}"], details
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook_name)
+        layer = parse_hook(hook_name)[0]
+        stop = None if layer is None else layer + 1  # later layers cannot change this activation
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook_name, stop_at_layer=stop)
         if hook_name not in cache:
             return [f"hook {hook_name!r} did not fire on the claim's prompts"], details
         acts = cache[hook_name].to(sae.device, sae.dtype)

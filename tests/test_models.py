@@ -156,6 +156,8 @@ def test_smollm2_loads_offline_without_any_connection_attempt(no_network, smollm
     assert no_network == []
 
 
+# The inner sessions run in this process, where pytest_mechclaim is already imported (and so not rewritten).
+INNER_ARGS = ("-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 HUB_CLAIM = textwrap.dedent('''
     def test_needs_gpt2(mechclaim_models):
         mechclaim_models("gpt2-small")
@@ -165,7 +167,7 @@ HUB_CLAIM = textwrap.dedent('''
 def test_fixture_turns_an_unavailable_hub_model_into_a_skip_with_the_reason(pytester):
     pytester.makeconftest('pytest_plugins = ["fixtures.models"]')
     pytester.makepyfile(test_hub=HUB_CLAIM)
-    result = pytester.runpytest("--mechclaim-offline", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--mechclaim-offline", "-rs", *INNER_ARGS)
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*SKIPPED*model 'gpt2-small' (gpt2) needs the model hub: offline mode*"])
 
@@ -212,7 +214,7 @@ def test_runtime_reads_options_and_ini_and_applies_threads(pytester, args, ini, 
     pytester.makeini("[pytest]\n" + ini)
     pytester.makepyfile(test_runtime=RUNTIME_PROBE.format(threads=threads, cache=cache, offline=offline))
     try:
-        result = pytester.runpytest(*args, "-p", "no:cacheprovider")
+        result = pytester.runpytest(*args, *INNER_ARGS)
     finally:
         torch.set_num_threads(before)
     result.assert_outcomes(passed=1)
