@@ -106,7 +106,7 @@ def smollm2_hf_dir(cache_dir: str | os.PathLike) -> Path:
 
 
 def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
-    """SmolLM2-135M-Instruct as a TransformerBridge in compatibility mode (HookedTransformer numerics and hook names)."""
+    """SmolLM2-135M-Instruct as a TransformerBridge in compatibility mode (HookedTransformer numerics, hook names)."""
     import torch
     from transformer_lens.model_bridge import TransformerBridge
 

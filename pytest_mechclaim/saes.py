@@ -290,7 +290,8 @@ def train_sae(model, model_name: str, spec: SAETrainingSpec, out_dir: str | os.P
     train_rows = pack_tokens(model.tokenizer, train_docs, spec.context_size)
     random.Random(f"mechclaim-sae:{spec.seed}").shuffle(train_rows)
     # Activations per row exclude the leading BOS and the separators; keep enough rows for the token budget.
-    needed = spec.training_tokens // (spec.context_size - 2) + 4 * spec.store_batch_size_prompts * spec.n_batches_in_buffer
+    buffer_rows = spec.store_batch_size_prompts * spec.n_batches_in_buffer
+    needed = spec.training_tokens // (spec.context_size - 2) + 4 * buffer_rows
     if len(train_rows) < needed:
         raise ValueError(f"corpus {corpus.name} has {len(train_rows)} training rows; {needed} are needed for "
                          f"{spec.training_tokens} training tokens")
