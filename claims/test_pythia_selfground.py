@@ -15,9 +15,11 @@ The write-ups' outcome, which a user should see (reference/seed-systems.md §1.1
 * E004 (multi-control, ablate + amplify, 5 selection modes x blocks 1-3): 15 cells, 0 candidates; the best cell
   (block 1, ensemble-specificity) had target 0.896 vs control 0.760 but multi-control minimum gap -0.0194 and family
   minimum gap -0.0900.
-Differences a reader should expect: this bank is the project's negation bank (distinct prompts, no repeats), not
-SELF-GROUND's generator, so counts differ; E004 here covers the SAE's own layer (blocks.2) with three selection
-modes; our ladder names the first two ``insufficient`` or ``falsified`` (a non-positive gap falsifies here), both
+Differences a reader should expect: the bank is this project's negation bank (distinct prompts, no repeats; E002's
+30 tasks were 12 prompts), not SELF-GROUND's generator, so counts and numbers differ; E004 here covers the SAE's own
+layer (blocks.2) with three selection modes, each with the label-permutation null; and this ladder caps a
+non-positive specificity gap, or a control feature set that moves the target as much, at ``falsified`` where
+SELF-GROUND said ``insufficient_evidence``. Both are rejections: every claim below but the calibration one expects
 ``rejected``.
 """
 

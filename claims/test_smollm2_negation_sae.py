@@ -20,10 +20,13 @@ changed after seeing a result.
 import pytest
 
 from claims import negation_recipe as recipe
+from fixtures.saes import SAE_SEED
+from pytest_mechclaim.models import SMOLLM2_NAME
+from pytest_mechclaim.saes import SMOLLM2_SAE_HOOK, smollm2_sae_spec
 
-MODEL = "smollm2-135m-instruct"
-HOOK = "blocks.15.hook_resid_post"
-SAE = "mechclaim:smollm2-135m-instruct--blocks_15_hook_resid_post--topk32-d2304-t200000-s0"
+MODEL = SMOLLM2_NAME
+HOOK = SMOLLM2_SAE_HOOK
+SAE = "mechclaim-trained:" + smollm2_sae_spec(SAE_SEED).dirname(SMOLLM2_NAME)
 MAIN_CLAIM = "smollm2-negation-sae-L15"
 
 
@@ -46,7 +49,7 @@ class TestUncalibrated:
         "smollm2-negation-sae-L15-uncalibrated",
         statement="On an uncalibrated negation bank, ablating the 5 blocks.15 SAE features most active on negated "
                   "prompts moves their antonym contrast more than matched controls' in every family",
-        level="candidate", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
     )
 
     @pytest.mark.discovery
@@ -60,7 +63,7 @@ class TestCalibrated:
         statement="On the baseline-calibrated negation bank, ablating the 5 blocks.15 SAE features most active on "
                   "negated prompts moves their antonym contrast more than matched controls' and than control "
                   "feature sets do, in every family, and again on a held-out bank",
-        level="candidate", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
     )
 
     @pytest.mark.discovery
@@ -77,7 +80,7 @@ class TestMultiControl:
         "smollm2-negation-sae-L15-multicontrol",
         statement="Some preregistered selection of 5 blocks.15 SAE features, ablated or amplified x2, moves negated "
                   "prompts' antonym contrast more than every control suite's and every family's controls",
-        level="candidate", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
     )
 
     @pytest.mark.discovery
