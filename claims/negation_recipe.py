@@ -11,9 +11,11 @@ Preregistered here, before any result, and never changed per model, claim or out
 * compatibility: ``check_sae_compatibility`` on the prompts the stage evaluates (negated prompts and their controls);
 * ranking: each task's SAE activations at the final position (where the interventions act), negated prompt vs its
   matched non-negated control; a feature's score is mean(negated) - mean(control), with the same gap per family;
-* selection (§1.5) among the 100 best-ranked features active on the bank, ``TOP_K`` = 5: ``top`` (by score), ``top-family-consistent``
-  (positive gap in >= 2 families, E004's setting, by score), ``ensemble-specificity`` (gap > 0 and |control
-  activation| <= the median of the 100, sorted by family consistency, gap, then low control activation);
+* selection (§1.5, E004's "ranking top 100, eval top 5") among the 100 best-ranked features that are active on the
+  bank (a dead feature has nothing to rank; a pool of them would put the control-activation median at 0):
+  ``top`` (by score), ``top-family-consistent`` (positive gap in >= 2 families, E004's setting, by score),
+  ``ensemble-specificity`` (gap > 0 and |control activation| <= the pool's median, sorted by family consistency,
+  gap, then low control activation); a mode that cannot fill 5 blocks (SELF-GROUND's feature_selection_failed);
 * control feature sets (``banks.feature_sets``): 3 random and 3 density-matched (per-example density and mean
   |activation|) with seeds 7/11/13, and the bottom-active set;
 * interventions: ablate (and amplify x2 in E004) at the final position, delta mode (the SAE's reconstruction error
@@ -22,7 +24,11 @@ Preregistered here, before any result, and never changed per model, claim or out
   activations swapped at random), each null set picked from all d_sae features and scored like the claim, so the
   null accounts for the search over every feature (see ``selection_null``);
 * held-out (E003 claim): bank seed 1 with every prompt discovery saw removed, calibrated by the same rule, scoring
-  the feature sets frozen at discovery.
+  the feature sets frozen at discovery;
+* gates, at the seeds' default thresholds: baseline calibration (pass rate >= 0.5 on the evaluated tasks),
+  specificity gap > 0, collateral ratio <= 1, norm drift, family minimum over all three families, unit controls
+  (the selected set moves the target >= 1.05x every control feature set); E004 adds control-suite coverage, the
+  multi-control minimum (every suite x operation), the strong floor, the paired test and the null.
 """
 
 from __future__ import annotations
