@@ -30,7 +30,7 @@ from .status import Status
 PAYLOAD_KEY = "mechclaim"
 KNOWN_DEPRECATIONS = (
     "HookedTransformer is deprecated",
-    "The 'sae_lens.util' module",
+    "The 'utils' module has been deprecated",
 )
 
 
