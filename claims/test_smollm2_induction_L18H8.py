@@ -7,13 +7,14 @@ import pytest
 
 from claims import induction_recipe as recipe
 
-pytestmark = pytest.mark.claim(
-    "smollm2-induction-L18H8",
+CLAIM = dict(
     statement="L18H8 writes the induction completion at the final position (head-specific, replicated, held out)",
     level="candidate",
+    expect="rejected",
     units=["L18H8"],
     model="smollm2-135m-instruct",
     hook="blocks.18.attn.hook_z",
 )
+pytestmark = pytest.mark.claim("smollm2-induction-L18H8", **CLAIM)
 
 test_replication, test_heldout, test_characterization = recipe.stage_tests("L18H8", "smollm2", "smollm2_induction")

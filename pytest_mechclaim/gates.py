@@ -745,9 +745,10 @@ def metric_calibration(rows: Sequence[MetricCalibrationRow], min_gap: float = 0.
     hard_rows = sorted((r for r in ctl if r.family == hardest), key=lambda r: -r.value)[:WORST_K]
     worst = [dict(example_id=r.example_id, family=r.family, value=r.value) for r in hard_rows]
     ok = not problems and not bank_problems
-    # A metric that fails to separate is evidence against the metric (falsified); a bank the model cannot do at all
-    # is unusable input (blocked). Searches that depend on it are blocked by banks.calibration.search_permission.
-    caps = Status.STRONG if ok else Status.BLOCKED if bank_problems else Status.FALSIFIED
+    # A metric that fails to separate, on a bank whose positives the model does not even get right, is evidence
+    # against the metric (falsified); unusable input (non-finite, a missing role) was blocked above. Searches that
+    # depend on the metric are blocked by banks.calibration.search_permission.
+    caps = Status.STRONG if ok else Status.FALSIFIED
     return _result(name, gap, min_gap, cmp, ok, caps,
                    "metric separates positives from controls" if ok else f"{status}: " + "; ".join(bank_problems + problems),
                    worst, **details)

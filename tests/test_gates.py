@@ -397,7 +397,8 @@ def test_metric_calibration_flags_prompt_bank_when_a_domain_is_negative():
     rows = (_calib("pos_a", "positive", [3.0] * 4, "number") + _calib("pos_b", "positive", [-0.5] * 4, "word")
             + _calib("ctl", "control", [-1.0] * 4))
     result = gates.metric_calibration(rows)
-    assert result.details["status"] == "prompt_bank_needs_revision" and result.caps_at == Status.BLOCKED
+    assert result.details["status"] == "prompt_bank_needs_revision" and result.caps_at == Status.FALSIFIED
+    assert result.details["search_allowed"] is False
 
 
 def test_family_minimum_signed_effect_catches_a_unit_that_hurts_one_family():
