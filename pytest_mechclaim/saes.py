@@ -378,11 +378,33 @@ def smollm2_sae_spec(seed: int = 0) -> SAETrainingSpec:
     return SAETrainingSpec(SMOLLM2_SAE_HOOK, SMOLLM2_SAE_D_SAE, SMOLLM2_SAE_K, SMOLLM2_SAE_TOKENS, seed=seed)
 
 
-def smollm2_sae_dir(cache_dir: str | os.PathLike, seed: int = 0, model=None) -> Path:
-    """The real SmolLM2 SAE's folder in the cache, trained on first use (minutes on CPU) and then reused."""
+# SAEs shipped with the package: the exact SmolLM2 SAE the committed claim ledger was recorded with (11 MB),
+# so claims do not depend on a CPU-hours-scale rebuild matching it bit for bit. `build-smollm2` reproduces it.
+SHIPPED_SAES = Path(__file__).parent / "data" / "saes"
+
+
+def shipped_sae_dir(dirname: str) -> Path | None:
+    folder = SHIPPED_SAES / dirname
+    return folder if (folder / COMPLETE_MARKER).is_file() else None
+
+
+def find_smollm2_sae(cache_dir: str | os.PathLike, seed: int = 0) -> Path | None:
+    """The SmolLM2 SAE's folder if it is shipped or already built in the cache; None otherwise."""
+    from .models import SMOLLM2_NAME
+
+    dirname = smollm2_sae_spec(seed).dirname(SMOLLM2_NAME)
+    cached = Path(cache_dir) / "saes" / dirname
+    return shipped_sae_dir(dirname) or (cached if (cached / COMPLETE_MARKER).is_file() else None)
+
+
+def smollm2_sae_dir(cache_dir: str | os.PathLike, seed: int = 0, model=None, use_shipped: bool = True) -> Path:
+    """The real SmolLM2 SAE's folder: the shipped copy when there is one (``use_shipped``), else the cache's,
+    trained on first use (tens of CPU minutes) and then reused."""
     from .models import COMPATIBILITY_PROCESSING, SMOLLM2_NAME, load_smollm2
 
     spec = smollm2_sae_spec(seed)
+    if use_shipped and (shipped := shipped_sae_dir(spec.dirname(SMOLLM2_NAME))) is not None:
+        return shipped
 
     def build(tmp: Path) -> None:
         train_sae(model if model is not None else load_smollm2(cache_dir), SMOLLM2_NAME, spec, tmp,
@@ -412,7 +434,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    path = smollm2_sae_dir(args.cache_dir, args.seed)
+    # Always train into the cache (reproducing the shipped SAE), never just point at the shipped copy.
+    path = smollm2_sae_dir(args.cache_dir, args.seed, use_shipped=False)
     info = sae_provenance(path)
     print(f"SmolLM2 SAE: {path} ({time.perf_counter() - started:.1f} s; trained in {info['train_seconds']} s)")
     print(json.dumps(info["quality_heldout"], indent=2))
