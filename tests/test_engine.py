@@ -267,7 +267,8 @@ def test_metrics_read_the_models_own_logits(gt_model):
         rows = head_evidence(gt_model, tasks, ["L1H0"], ("zero",), metric=metric)
         for task, row in zip(tasks, rows):
             p = task.pair
-            logits = gt_model(torch.tensor([p.clean]))[0, -1]
+            with torch.no_grad():
+                logits = gt_model(torch.tensor([p.clean]))[0, -1]
             t, f = logits[[p.target, *p.alt_targets]], logits[[p.foil, *p.alt_foils]]
             probs = logits.softmax(-1)
             expected = {"logit_contrast": t.mean() - f.mean(), "logit_contrast_max": t.max() - f.max(),
