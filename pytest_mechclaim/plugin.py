@@ -263,12 +263,13 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
 def summary_rows(records: list[dict]) -> list[list[str]]:
     rows = []
     for rec in sorted(records, key=lambda r: (r["claim"]["id"], r["stage"] or "", r["nodeid"])):
-        verdict = rec["verdict"]
-        status = verdict["status"] if verdict else "error"
+        verdict, skipped = rec["verdict"], rec["outcome"] == "skipped"
+        # A skipped claim (its model cannot be had here) has no verdict, and is neither an error nor a pass.
+        status = verdict["status"] if verdict else "skipped" if skipped else "error"
         failing = ", ".join(g["name"] for g in verdict["gates"] if not g["passed"]) if verdict else rec.get("error", "")
         claimed = "rejected" if rec["claim"]["expect"] == "rejected" else rec["claim"]["level"]
-        rows.append([rec["claim"]["id"], rec["stage"] or "-", claimed, status,
-                     "ok" if rec["outcome"] == "passed" else "FAIL", failing or "-"])
+        test = "ok" if rec["outcome"] == "passed" else "skip" if skipped else "FAIL"
+        rows.append([rec["claim"]["id"], rec["stage"] or "-", claimed, status, test, failing or "-"])
     return rows
 
 

@@ -184,6 +184,19 @@ def test_a_claim_that_crashes_before_its_verdict_still_appears_in_the_table(pyte
     result.stdout.fnmatch_lines(["*crashy*error*FAIL*RuntimeError: model exploded*"])
 
 
+def test_a_skipped_claim_is_listed_as_skipped_not_as_an_error(pytester):
+    pytester.makepyfile(test_skip='''
+        import pytest
+        pytestmark = pytest.mark.claim("hub-only", statement="s")
+
+        def test_needs_hub(mechclaim):
+            pytest.skip("model 'gpt2-small' needs the model hub")
+    ''')
+    result = pytester.runpytest()
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*hub-only*candidate*skipped*skip*Skipped: model 'gpt2-small' needs the model hub*"])
+
+
 def test_gates_after_the_verdict_are_refused():
     from pytest_mechclaim.fixture import MechClaim
     from pytest_mechclaim.spec import parse_claim_marker
