@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,11 @@ def groundtruth_model():
 '''
 
 
-def test_groundtruth_claim_reports(pytester):
+def test_groundtruth_claim_reports(pytester, monkeypatch):
     """The real hand-set model: the induction head's report passes, the decoy's names why it is rejected."""
+    # Other test modules import the repository's `claims` package; the copy below must not collide with it.
+    for name in [m for m in sys.modules if m == "claims" or m.startswith("claims.")]:
+        monkeypatch.delitem(sys.modules, name)
     pytester.makeini("[pytest]\nstrict = true\n")
     pytester.makeconftest(GROUNDTRUTH_CONFTEST)
     claims = pytester.mkdir("claims")
