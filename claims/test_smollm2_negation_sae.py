@@ -19,7 +19,7 @@ changed after seeing a result.
 Recorded outcome (SAE spec ``cbd11c8c``; compatibility EV 0.60-0.61 on these prompts): the bank calibrates (69 of
 120 candidates kept, 71 held-out); the uncalibrated claim reaches ``candidate`` on its 30 tasks; on the calibrated
 bank, its held-out bank and every E004 cell the selected features have a positive specificity gap in every family
-and control suite, yet the bottom-active control set moves the negated prompts' contrast 2.7-3.3x more (while
+and control suite, yet the bottom-active control set moves the negated prompts' contrast 2.7x-6.3x more (while
 moving its controls even more), so ``unit_controls`` falsifies them; the ``top`` cell's score ranks at the 83rd
 percentile of the label-permutation null.
 """
