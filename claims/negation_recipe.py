@@ -324,8 +324,16 @@ def selection_null(model, sae, tasks: Sequence[Task], ranking: Ranking, mode: st
                             tuple(seeds), ranking.d_sae)
 
 
+def feature_ids(sets) -> list[dict]:
+    """The part of feature sets that defines the test (labels, kinds, feature ids, seeds): hashed; their measured
+    density statistics are results, attached and reported only."""
+    return [{k: (s.to_dict() if hasattr(s, "to_dict") else s)[k] for k in ("label", "kind", "features", "seed")}
+            for s in sets]
+
+
 def attach_sets(mechclaim, ranking: Ranking, sets: Sequence[FeatureSet], mode: str) -> None:
-    mechclaim.attach("selection_mode", mode)
+    mechclaim.declare("selection_mode", mode)
+    mechclaim.declare("feature_sets", feature_ids(sets))
     mechclaim.attach("feature_sets", [s.to_dict() for s in sets])
     mechclaim.attach("selected_feature_rationale", ranking.rows(sets[0].features))
 
@@ -567,6 +575,7 @@ def record_heldout_stage(mechclaim, study: NegationStudy, claim_id: str, bank_na
         f"{len(shared)} held-out prompts were seen at discovery" if shared
         else f"{len(cell.bank.tasks)} held-out tasks (bank seed {cell.bank.seed}), none seen at discovery "
              f"({cell.bank.n_removed_as_seen} candidates removed before scoring)"))
+    mechclaim.declare("frozen_feature_sets", feature_ids(frozen["sets"]))
     mechclaim.attach("frozen_feature_sets", frozen["sets"])
     mechclaim.record(cell.rows)
     run_single_suite_gates(mechclaim, cell.rows, cell.bank)

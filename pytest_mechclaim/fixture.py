@@ -91,6 +91,7 @@ class MechClaim:
         self.baseline_rows: list[BaselineRow] = []
         self.results: list[GateResult] = []
         self.artifacts: dict = {}
+        self.inputs: dict = {}
         # Every gate call with its effective thresholds (defaults filled in): part of the claim's spec hash, so a
         # threshold moved after seeing results is visible in the ledger.
         self.gate_calls: list[dict] = []
@@ -118,8 +119,15 @@ class MechClaim:
         return rows
 
     def attach(self, name: str, value) -> None:
-        """Keep a JSON-able artifact with the claim (a frozen candidate set, a calibration table ...)."""
+        """Keep a JSON-able *result* with the claim (a calibration table, a feature rationale ...): reported and
+        stored, never part of the spec hash (measured numbers differ in their last digits between thread counts)."""
         self.artifacts[name] = value
+
+    def declare(self, name: str, value) -> None:
+        """Record a JSON-able *input* that defines this test (a frozen candidate set, a selection rule, a data hash):
+        part of the spec hash, so changing it after seeing results is visible in the ledger."""
+        self._check_open()
+        self.inputs[name] = value
 
     def note_call(self, name: str, fn: Callable, thresholds: dict) -> None:
         self._check_open()

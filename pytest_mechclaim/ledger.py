@@ -91,19 +91,26 @@ def digest(value) -> str:
 
 
 def spec_fingerprint(claim: dict, stage: str | None, gate_calls: Iterable[dict], gates: Iterable[dict],
-                     rows: Iterable, baseline_rows: Iterable = (), artifacts: dict | None = None) -> dict:
-    """Everything that defines a claim test, hashed in parts so a change can say *what* moved.
+                     rows: Iterable, baseline_rows: Iterable = (), inputs: dict | None = None,
+                     policy=None, model: dict | None = None) -> dict:
+    """Everything that defines a claim test - its *inputs*, never a measured number - hashed in parts so a change
+    can say *what* moved.
 
-    * ``claim``: the marker (id, statement, level, expectation, units, model, hook, SAE) and the stage;
+    * ``claim``: the marker (id, statement, level, expectation, units, model, hook, SAE, ...) and the stage;
     * ``gates``: each gate call with its effective thresholds (defaults included) and each result's name,
       threshold and comparison (covers results added by hand);
     * ``coordinates``: the set of row coordinates (unit, unit set, intervention, factor, position, seed, family,
       family role, control suite, prompt id, scope) and baseline task ids: units, interventions, seeds, families,
       suites and prompts;
     * ``data``: prompt ids with their prompt and control texts (same ids, different tokens is a change);
-    * ``artifacts``: what the test attached (frozen candidate sets, model/processing descriptions, data hashes).
+    * ``inputs``: what the test declared (``mechclaim.declare``: frozen candidate sets, selection rules, data
+      hashes); results it attached (``mechclaim.attach``: tables of measured numbers) are not hashed;
+    * ``policy``: the evidence policy as applied to this claim stage (required gates, floors, waivers);
+    * ``model``: the claim's model identity (name, weights sha256, processing, numerics libraries' versions).
 
-    Order-insensitive: rows, gate calls and results are hashed as sorted sets.
+    Measured numbers (row values, gate values, attached results) are metrics: compared with a tolerance, never
+    hashed, so ``-n 0``, ``-n 2``, 1 or 2 threads give the same hash. Order-insensitive: rows, gate calls and
+    results are hashed as sorted sets.
     """
     rows = list(rows)
     gate_part = sorted({canonical(c) for c in gate_calls}
@@ -119,9 +126,24 @@ def spec_fingerprint(claim: dict, stage: str | None, gate_calls: Iterable[dict],
         "gates": digest(gate_part),
         "coordinates": digest(coordinates),
         "data": digest(data),
-        "artifacts": digest(artifacts or {}),
+        "inputs": digest(inputs or {}),
+        "policy": digest(policy),
+        "model": digest(model),
     }
-    return {"hash": digest(parts), "parts": parts}
+    readable = {"gates": _readable_thresholds(gate_calls), "model": model, "policy": policy}
+    return {"hash": digest(parts), "parts": parts, "inputs": _jsonable(readable)}
+
+
+def _readable_thresholds(gate_calls: Iterable[dict]) -> dict:
+    """``{gate: thresholds}`` (a gate called with several settings: ``gate#2`` ...), in a stable order, for
+    reviewers: ``git diff`` of the ledger shows ``positive_share min 0.5 -> 0.99``, not only a new hash."""
+    out: dict = {}
+    for call in sorted(gate_calls, key=canonical):
+        name, n = call["gate"], 2
+        while name in out:
+            name, n = f"{call['gate']}#{n}", n + 1
+        out[name] = call.get("thresholds", {})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------------

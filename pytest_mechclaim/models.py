@@ -158,12 +158,33 @@ def model_provenance(model) -> ModelProvenance | None:
     return getattr(model, "mechclaim_provenance", None)
 
 
+# The distributions a real model's numbers depend on (dequantization, tokenization, the hooked forward): recorded in
+# provenance and in the claim's spec hash, pinned for the real-model path in constraints/real-model.txt.
+NUMERICS_PACKAGES = ("torch", "transformer-lens", "sae-lens", "transformers", "tokenizers", "gguf", "safetensors",
+                     "numpy")
+# Model identities loaded in this process, by canonical name: what a claim's ``model=`` contributes to its spec hash.
+_LOADED_IDENTITIES: dict[str, dict] = {}
+
+
+def model_identity(prov: "ModelProvenance") -> dict:
+    """What defines a model for a claim's spec hash: checkpoint, weights hash, processing, numerics versions (not
+    the device or the load time)."""
+    return {"name": prov.name, "weights_sha256": prov.weights_sha256, "weights_hashed": prov.weights_hashed,
+            "tl_class": prov.tl_class, "processing": prov.processing, "dtype": prov.dtype,
+            "versions": {k: v for k, v in prov.versions.items() if k != "python"}}
+
+
+def loaded_identity(name: str) -> dict | None:
+    """The identity of model ``name`` if this process loaded it (None otherwise)."""
+    return _LOADED_IDENTITIES.get(normalize_model_name(name))
+
+
 def library_versions() -> dict:
     import sys
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "transformer-lens", "sae-lens", "transformers"):
+    for pkg in NUMERICS_PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -280,6 +301,9 @@ def load_model(ref: str, *, device: str | None = None, cache_dir: str | os.PathL
     model.mechclaim_provenance = ModelProvenance(
         ref=ref, dtype=str(dtype).removeprefix("torch."), device=device, versions=library_versions(),
         load_seconds=round(time.perf_counter() - started, 2), **prov)
+    identity = model_identity(model.mechclaim_provenance)
+    for key in {normalize_model_name(ref), normalize_model_name(model.mechclaim_provenance.name)}:
+        _LOADED_IDENTITIES[key] = identity
     return model
 
 

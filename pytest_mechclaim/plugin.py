@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,7 +233,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         payload["fingerprint"] = ledger_mod.spec_fingerprint(
             payload["claim"], payload["stage"], handle.gate_calls if handle is not None else (), verdict["gates"],
             handle.rows if handle is not None else (), handle.baseline_rows if handle is not None else (),
-            payload["artifacts"])
+            handle.inputs if handle is not None else {}, verdict.get("policy"), _model_identity(spec.model))
         session = item.config.stash[session_key]
         if session.run_dir is not None:
             payload["files"] = write_claim_test(session.run_dir, session.run_id, payload,
@@ -243,6 +244,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 report.longrepr += f"\nfull report: {session.run_dir / payload['files']['report_md']}"
         report.user_properties.append((PAYLOAD_KEY, json.dumps(payload, default=str)))
     return report
+
+
+def _model_identity(name: str | None) -> dict | None:
+    """The claim's model as loaded in this process (weights hash, processing, numerics versions), for its spec hash.
+    Read only when the models module is already in use, so the plugin itself never imports torch."""
+    models = sys.modules.get("pytest_mechclaim.models")
+    if name is None or models is None:
+        return None
+    return models.loaded_identity(name)
 
 
 def verdict_of(report: pytest.TestReport) -> dict | None:

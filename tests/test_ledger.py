@@ -22,7 +22,8 @@ def rows(target=0.9, control=0.1, seeds=(0, 1, 2), families=("f1", "f2"), prompt
             for f in families for s in seeds for suite in ("matched", "lexical") for i in range(3)]
 
 
-def record(claim_id="c", stage="heldout", evidence=None, min_gap=0.1, artifacts=None, nodeid=None, **spec_kwargs):
+def record(claim_id="c", stage="heldout", evidence=None, min_gap=0.1, inputs=None, results=None, nodeid=None,
+           **spec_kwargs):
     """A claim test's payload as the plugin builds it, from real gates on ``evidence``."""
     spec = parse_claim_marker((claim_id,), dict({"statement": "L1H0 moves the target", "level": "insufficient"},
                                                 **spec_kwargs))
@@ -30,13 +31,15 @@ def record(claim_id="c", stage="heldout", evidence=None, min_gap=0.1, artifacts=
     ev = handle.record(rows() if evidence is None else evidence)
     handle.gate.specificity_gap(ev, min=min_gap)
     handle.gate.collateral_ratio(ev)
-    for name, value in (artifacts or {}).items():
+    for name, value in (inputs or {}).items():
+        handle.declare(name, value)
+    for name, value in (results or {}).items():
         handle.attach(name, value)
     verdict = handle.verdict().to_dict()
     return {"claim": spec.to_dict(), "stage": stage, "key": stage, "nodeid": handle.nodeid, "outcome": "passed",
             "verdict": verdict, "artifacts": handle.artifacts,
             "fingerprint": L.spec_fingerprint(spec.to_dict(), stage, handle.gate_calls, verdict["gates"], handle.rows,
-                                              handle.baseline_rows, handle.artifacts)}
+                                              handle.baseline_rows, handle.inputs, verdict.get("policy"))}
 
 
 RUN = {"run_id": "r1", "date": "2026-01-01T00:00:00Z", "commit": "abc", "dirty": False, "versions": {}}
@@ -71,7 +74,10 @@ def test_fingerprint_names_the_part_that_moved():
 
     assert moved(min_gap=0.01) == {"gates"}
     assert moved(evidence=rows(prompt="other tokens")) == {"data"}
-    assert moved(artifacts={"frozen_candidates": ["L1H0"]}) == {"artifacts"}
+    assert moved(inputs={"frozen_candidates": ["L1H0"]}) == {"inputs"}
+    # Measured results attached to the claim (a calibration table of floats) are never part of the spec: their last
+    # digits differ between thread counts (a fresh clone's serial run vs the ledger's -n 2 run).
+    assert moved(results={"baseline_table": [{"margin": 0.1234567891}]}) == set()
     assert moved(statement="L1H0 is the induction head") == {"claim"}
     assert moved(stage="replication") == {"claim"}
 
