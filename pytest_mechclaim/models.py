@@ -70,6 +70,11 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+# sha256 of the converted model.safetensors (fp32, dequantized from the GGUF) under the pinned constraints
+# (constraints/real-model.txt); tests/test_models.py checks a fresh conversion against it.
+SMOLLM2_WEIGHTS_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd"
+
+
 def smollm2_hf_dir(cache_dir: str | os.PathLike) -> Path:
     """The HF folder of SmolLM2-135M-Instruct (fp32, dequantized from the GGUF), built once per cache dir."""
     from filelock import FileLock

@@ -25,18 +25,42 @@ pytest_plugins = ["pytester"]
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2, offline
-# Greedy completions of the offline SmolLM2-135M-Instruct (fp32 dequantized from the Q4_1 GGUF), measured once and
-# fixed here: a wrong conversion, tokenizer or weight processing changes them.
-GREEDY = {
-    "The capital of France is": " Paris.",
-    "The opposite of hot is": " cold.",
+# Numerically robust facts about the offline SmolLM2-135M-Instruct (fp32 dequantized from the Q4_1 GGUF), not exact
+# greedy strings: a two-token greedy completion ended in a near-tie (' Paris.' vs ' Paris-') that flipped with a
+# transformers release. The first token is decided by a wide log-prob margin (measured: ' Paris' -0.29 vs ' Mon'
+# -4.06; ' cold' -1.33 vs '.' -3.22); a wrong conversion, tokenizer or weight processing breaks it.
+NEXT_TOKEN = {
+    "The capital of France is": " Paris",
+    "The opposite of hot is": " cold",
 }
+MIN_LOGPROB_MARGIN = 1.0
 
 
-@pytest.mark.parametrize("prompt", sorted(GREEDY))
-def test_smollm2_greedy_completions(smollm2, prompt):
-    out = smollm2.generate(prompt, max_new_tokens=2, do_sample=False, verbose=False)
-    assert out[len(prompt):] == GREEDY[prompt]
+@pytest.mark.parametrize("prompt", sorted(NEXT_TOKEN))
+def test_smollm2_next_token_wins_by_a_wide_margin(smollm2, prompt):
+    with torch.no_grad():
+        logprobs = smollm2(smollm2.to_tokens(prompt)).log_softmax(-1)[0, -1]
+    top = logprobs.topk(2)
+    assert smollm2.tokenizer.decode([int(top.indices[0])]) == NEXT_TOKEN[prompt]
+    assert float(top.values[0] - top.values[1]) > MIN_LOGPROB_MARGIN
+
+
+def test_smollm2_converted_weights_match_the_recorded_hash(smollm2):
+    """The converted fp32 weights are byte-identical to those the committed ledger was recorded with: a new
+    transformers/gguf dequantization or conversion path would move the real model's numbers under the ledger."""
+    assert smollm2.mechclaim_provenance.weights_sha256 == models.SMOLLM2_WEIGHTS_SHA256
+
+
+def test_smollm2_log_probs_match_the_hf_model(smollm2):
+    """TransformerLens' bridge and the plain HF model agree on log-probs (measured max |diff| 4.2e-5)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(smollm2.mechclaim_provenance.source, dtype=torch.float32)
+    tokens = smollm2.to_tokens(["The capital of France is Paris, and the capital of Italy is Rome."])
+    assert int(tokens[0, 0]) == smollm2.tokenizer.bos_token_id
+    with torch.no_grad():
+        ours, theirs = smollm2(tokens).log_softmax(-1), hf(tokens).logits.log_softmax(-1)
+    assert float((ours - theirs).abs().max()) < 2e-4
 
 
 def test_smollm2_has_the_induction_signature(smollm2):
