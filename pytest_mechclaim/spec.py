@@ -28,7 +28,9 @@ STAGE_HELP = {
 }
 EXPECTATIONS = ("supported", "rejected")
 CLAIM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
-ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae")
+ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae", "requires")
+# What a claim may declare it needs beyond this package: strict mode accepts a skip for want of one of these only.
+REQUIREMENTS = ("hub", "cuda")
 
 
 class ClaimSpecError(ValueError):
@@ -45,6 +47,7 @@ class ClaimSpec:
     model: str | None = None
     hook: str | None = None
     sae: str | None = None
+    requires: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def passes(self, verdict: Status) -> bool:
@@ -57,7 +60,7 @@ class ClaimSpec:
 
     def to_dict(self) -> dict:
         out = {"id": self.id, "statement": self.statement, "level": self.level.label, "expect": self.expect}
-        for key in ("units", "model", "hook", "sae"):
+        for key in ("units", "model", "hook", "sae", "requires"):
             value = getattr(self, key)
             if value:
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -99,5 +102,10 @@ def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
     for key in ("model", "hook", "sae"):
         if kwargs.get(key) is not None and not isinstance(kwargs[key], str):
             raise ClaimSpecError(f"claim {claim_id!r}: {key} must be a string, got {kwargs[key]!r}")
+    requires = kwargs.get("requires", ())
+    if isinstance(requires, str) or not isinstance(requires, (list, tuple)) or \
+            not all(r in REQUIREMENTS for r in requires):
+        raise ClaimSpecError(f"claim {claim_id!r}: requires must be a list drawn from {list(REQUIREMENTS)}, "
+                             f"got {requires!r}")
     return ClaimSpec(claim_id, statement.strip(), level, expect, tuple(units), kwargs.get("model"),
-                     kwargs.get("hook"), kwargs.get("sae"))
+                     kwargs.get("hook"), kwargs.get("sae"), tuple(requires))
