@@ -38,7 +38,7 @@ class TestNegationBank:
         "pythia70m-selfground-negation-bank",
         statement="Pythia-70M-deduped does the baseline-calibrated negation bank's contrasts (>= 10 tasks per "
                   "family, margin 0.1) and SELF-GROUND's blocks.2 SAE fits those prompts (E003's calibration)",
-        level="candidate", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
     )
 
     @pytest.mark.calibration
@@ -51,7 +51,7 @@ class TestE002:
         "pythia70m-selfground-e002",
         statement="On an uncalibrated negation bank, ablating the 5 blocks.2 SAE features most active on negated "
                   "prompts moves their antonym contrast more than matched controls' in every family",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
     )
 
     @pytest.mark.discovery
@@ -64,7 +64,7 @@ class TestE003:
         "pythia70m-selfground-e003",
         statement="On the baseline-calibrated negation bank, ablating the 5 blocks.2 SAE features most active on "
                   "negated prompts moves their antonym contrast more than matched controls' and control sets do",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
     )
 
     @pytest.mark.discovery
@@ -77,7 +77,7 @@ class TestE004:
         "pythia70m-selfground-e004",
         statement="Some preregistered selection of 5 blocks.2 SAE features, ablated or amplified x2, moves negated "
                   "prompts' antonym contrast more than every control suite's and every family's controls",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE,
+        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
     )
 
     @pytest.mark.discovery
