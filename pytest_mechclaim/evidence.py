@@ -9,6 +9,10 @@ can sit on a row, and a row may carry both:
   prompt and on its matched control prompt (``control_suite`` names where that control came from). They give the
   specificity gap |target_delta| - |control_delta|.
 
+``strata`` places the row inside its family: ``(("domain", "animals"), ("length_bin", "9-16"), ("target_token",
+" cat"))``, sorted by key, so a gate can ask whether the effect holds in the worst stratum, not just on average.
+``drift_warning`` / ``delta_ratio_warning`` say which telemetry warning fired (``norm_warning`` is their OR).
+
 A row with a non-finite number is kept and marked ``invalid`` with the field named: never dropped silently.
 A row the engine could not build for a structural reason (a position the prompt lacks) is ``not_applicable``.
 """
@@ -75,8 +79,12 @@ class EvidenceRow:
     reason: str | None = None
     prompt: str | None = None
     control_prompt: str | None = None
+    strata: tuple[tuple[str, str], ...] = ()
+    drift_warning: bool | None = None
+    delta_ratio_warning: bool | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "strata", _strata(self.strata))
         if self.family_role not in FAMILY_ROLES:
             raise ValueError(f"family_role must be one of {FAMILY_ROLES}, got {self.family_role!r}")
         if self.run not in RUNS:
@@ -108,10 +116,18 @@ class EvidenceRow:
         return abs(self.target_delta) - abs(self.control_delta)
 
     def coordinates(self) -> dict:
-        return {name: getattr(self, name) for name in COORDINATES if getattr(self, name) is not None}
+        coords = {name: getattr(self, name) for name in COORDINATES if getattr(self, name) is not None}
+        if self.strata:
+            coords["strata"] = dict(self.strata)
+        return coords
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.strata:
+            out["strata"] = [list(kv) for kv in self.strata]
+        else:
+            del out["strata"]  # rows without strata serialize as before
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvidenceRow":
@@ -120,6 +136,20 @@ class EvidenceRow:
         if unknown:
             raise ValueError(f"unknown evidence row fields: {sorted(unknown)}")
         return cls(**data)
+
+
+def _strata(value) -> tuple[tuple[str, str], ...]:
+    """Canonical strata: a tuple of (key, value) string pairs sorted by key, each key once (a dict is accepted)."""
+    items = list(value.items()) if isinstance(value, dict) else list(value or ())
+    pairs = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2 or not all(isinstance(x, str) for x in item):
+            raise ValueError(f"strata must be (key, value) string pairs, got {item!r}")
+        pairs.append((item[0], item[1]))
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a stratum key appears twice: {keys}")
+    return tuple(sorted(pairs))
 
 
 @dataclass(frozen=True)

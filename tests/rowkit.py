@@ -9,10 +9,12 @@ from pytest_mechclaim.evidence import EvidenceRow
 
 def paired_rows(target, control, *, families=("f1", "f2"), suites=("matched", "lexical"), seeds=(0, 1, 2),
                 per_cell=4, unit="top", unit_set="target", intervention="ablate", drift=0.1, warning=False,
-                jitter=0.0):
+                jitter=0.0, run="corrupt", strata=None):
     """Rows where every target delta is ``target`` and every control delta ``control`` (+/- jitter alternating).
 
-    ``target``/``control`` may be dicts keyed by family or suite to vary them per cell.
+    ``target``/``control`` may be dicts keyed by family or suite to vary them per cell. ``run="corrupt"`` (the
+    default) makes the predicted direction of ``"carries"`` an increase; ``run="clean"`` (an ablation) a decrease.
+    ``strata(family, i)`` may return the row's strata.
     """
     rows = []
     for family, suite, seed, i in itertools.product(families, suites, seeds, range(per_cell)):
@@ -25,7 +27,7 @@ def paired_rows(target, control, *, families=("f1", "f2"), suites=("matched", "l
             unit=unit, unit_set=unit_set, intervention=intervention, prompt_id=f"{family}-s{seed}-{i}",
             family=family, control_suite=suite, seed=seed, scope="sae_features",
             target_delta=t + sign * jitter, control_delta=c + sign * jitter,
-            norm_drift=drift, norm_warning=warning,
+            norm_drift=drift, norm_warning=warning, run=run, strata=strata(family, i) if strata else (),
         ))
     return rows
 

@@ -116,8 +116,8 @@ def test_multi_control_minimum_blocks_rows_without_suite():
 
 
 def test_collateral_ratio_zero_is_a_perfect_score():
-    # SELF-GROUND's `(collateral or 999.0) <= 0.5` failed exactly this case.
-    result = gates.collateral_ratio(paired_rows(0.8, 0.0))
+    # SELF-GROUND's `(collateral or 999.0) <= 0.5` failed exactly this case (an ablation: the clean run, lowered).
+    result = gates.collateral_ratio(paired_rows(-0.8, 0.0, run="clean"))
     assert result.passed and result.value == 0.0 and result.caps_at == Status.STRONG
 
 
@@ -133,7 +133,7 @@ def test_collateral_ratio_fails_when_controls_move_more():
 
 
 def test_collateral_ratio_target_that_never_moves_is_not_a_pass():
-    result = gates.collateral_ratio(paired_rows(0.0, 0.0))
+    result = gates.collateral_ratio(paired_rows(0.0, 0.0, run="clean"))
     assert not result.passed and result.value is None and result.caps_at == Status.FALSIFIED
 
 
@@ -405,11 +405,14 @@ def test_family_minimum_signed_effect_catches_a_unit_that_hurts_one_family():
     # The unit restores family a (+0.8) and pushes family b the wrong way (-0.6): both *move*, so |delta| gaps pass.
     rows = [dataclasses.replace(r, target_delta=r.patched - r.corrupt, control_delta=0.05, control_suite="matched")
             for r in effect_rows({"a": 0.8, "b": -0.6})]
-    assert gates.family_minimum(rows).passed  # auto -> gap on paired rows: movement only
+    assert gates.family_minimum(rows, direction="either").passed  # |delta| gaps: movement only
+    directed = gates.family_minimum(rows)  # the default direction ("carries") sees b pushed the wrong way
+    assert not directed.passed and directed.details["worst_family"] == "b"
+    assert directed.value == pytest.approx(-1.2 - 0.05)
     signed = gates.family_minimum(rows, score="effect")
     assert not signed.passed and signed.details["worst_family"] == "b" and signed.value == pytest.approx(-0.6)
 
 
 def test_family_minimum_rejects_unknown_score():
-    with pytest.raises(ValueError, match="score must be"):
+    with pytest.raises(gates.GateThresholdError, match="family_minimum: score='mean' is not allowed"):
         gates.family_minimum(paired_rows(0.9, 0.1), score="mean")
