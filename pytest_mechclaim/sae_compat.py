@@ -2,9 +2,10 @@
 
 Fail closed (SELF-GROUND's ``sae_compat``, reference/seed-systems.md §1.4), in three tiers:
 
-* structure (never overridable: the SAE cannot even be run): the hook exists in the model (``model.hook_dict``,
-  bridge aliases resolved to their hook point), ``d_in`` equals the activation width, encode gives ``[.., d_sae]``,
-  decode gives the activation's shape, weights and reconstruction are finite;
+* structure (never overridable: the SAE cannot even be run): the claim's prompts are usable (at least one, ids in
+  [0, d_vocab), at most n_ctx long), the hook exists in the model (``model.hook_dict``, bridge aliases resolved to
+  their hook point), ``d_in`` equals the activation width, encode gives ``[.., d_sae]``, decode gives the
+  activation's shape, weights and reconstruction are finite;
 * metadata: the SAE declares its model and hook; the checkpoint is the same (names normalized: lowercase, text
   after the last '/', TransformerLens aliases resolved, so ``pythia-70m`` != ``pythia-70m-deduped``); the hook's
   layer and type (``blocks.(\\d+).hook_(\\w+)``) match the claim's; the weight processing it was trained on
@@ -161,24 +162,55 @@ def quality_problems(quality, d_sae: int, t: SAECompatThresholds) -> list[str]:
     return problems
 
 
+def token_problems(model, tokens) -> tuple[object, list[str]]:
+    """(tokens as a [batch, pos] long tensor or None, problems): no prompts, ragged or non-integer input, ids outside
+    the vocabulary (TL wraps a negative id to a real token) or prompts longer than the model's context."""
+    import torch
+
+    try:
+        raw = torch.as_tensor(tokens)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        return None, [f"the claim's prompts are not a [batch, pos] array of token ids ({exc})"]
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        return None, [f"the claim's prompts must be integer token ids, got dtype {raw.dtype}"]
+    if raw.ndim != 2:
+        return None, [f"the claim's prompts must be [batch, pos] token ids, got shape {list(raw.shape)}"]
+    if raw.shape[0] == 0 or raw.shape[1] == 0:
+        return None, [f"no prompts to check the SAE on (shape {list(raw.shape)})"]
+    tokens = raw.to(torch.long)
+    problems = []
+    d_vocab, n_ctx = getattr(model.cfg, "d_vocab", None), getattr(model.cfg, "n_ctx", None)
+    if d_vocab is not None:
+        bad = ((tokens < 0) | (tokens >= d_vocab)).nonzero().tolist()
+        if bad:
+            shown = ", ".join(f"{int(tokens[b, p])} (prompt {b}, position {p})" for b, p in bad[:5])
+            problems.append(f"token id(s) outside the model's vocabulary [0, {d_vocab}): {shown}"
+                            + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    if n_ctx is not None and tokens.shape[1] > n_ctx:
+        problems.append(f"prompts of {tokens.shape[1]} tokens exceed the model's context n_ctx={n_ctx}")
+    return tokens, problems
+
+
 def check_sae_compatibility(model, sae, tokens, *, hook_name: str | None = None, model_name: str | None = None,
                             thresholds: SAECompatThresholds = SAECompatThresholds(),
                             allow_mismatch: bool = False) -> GateResult:
     """The ``sae_compatibility`` gate for ``sae`` read at ``hook_name`` (default: its declared hook) of ``model``.
 
     ``tokens``: the claim's own prompts ([batch, pos] token ids). ``model_name`` overrides the checkpoint name from
-    the model's provenance. Record the result with ``mechclaim.gate.add(result)``.
+    the model's provenance. Record the result with ``mechclaim.gate.add(result)``. Prompts that cannot be run (none,
+    ragged, ids outside the vocabulary, longer than n_ctx) give a blocked result naming the problem.
     """
-    import torch
-
     from .saes import sae_quality
 
     hook_name = hook_name or _declared(sae, "hook_name")
-    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    tokens, inputs = token_problems(model, tokens)
     meta, details = metadata_problems(model, sae, hook_name, model_name)
-    details.update(hook_name=hook_name, n_prompts=int(tokens.shape[0]), allow_mismatch=allow_mismatch,
-                   thresholds=asdict(thresholds))
-    structural = [] if hook_name else ["no hook to read: the claim names none and the SAE declares none"]
+    details.update(hook_name=hook_name, n_prompts=int(tokens.shape[0]) if tokens is not None else 0,
+                   allow_mismatch=allow_mismatch, thresholds=asdict(thresholds))
+    # Unusable prompts block like a structural failure (never overridable): nothing about the SAE can be measured.
+    structural = list(inputs)
+    if not hook_name:
+        structural.append("no hook to read: the claim names none and the SAE declares none")
     if not structural:
         found, shape_details = structure_problems(model, sae, hook_name, tokens)
         structural += found

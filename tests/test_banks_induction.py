@@ -1,6 +1,7 @@
 """Induction banks for the SmolLM2 tokenizer: families, controls, engine tasks, exclusions (no model run)."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 
@@ -84,9 +85,13 @@ def test_multi_token_strings_exclude_the_task_and_its_controls(smollm2_tokenizer
     assert len(build.tasks) == 1  # the other family's positive is untouched
 
 
-def test_prompt_pair_refuses_identical_prompts():
+def test_prompt_pair_flags_identical_prompts_and_the_bank_refuses_them():
+    # The pair is built (the engine marks its rows invalid, tests/test_input_validation.py); a bank excludes it.
+    assert PromptPair("x", "f", (1, 2, 3), (1, 2, 3), 4, 5).identical
+    assert not PromptPair("x", "f", (1, 2, 3), (1, 2, 4), 4, 5).identical
+    enc = induction.EncodedExample(SimpleNamespace(example_id="x"), (1, 2, 3), (1, 2, 3), 4, 5)
     with pytest.raises(TaskError, match="identical clean and corrupt"):
-        PromptPair("x", "f", (1, 2, 3), (1, 2, 3), 4, 5)
+        induction._pair(enc)
 
 
 def test_metric_calibration_bank_is_nine_bases_by_eight_families(metric_calibration_bank):

@@ -422,6 +422,8 @@ def _pair(enc: EncodedExample) -> PromptPair:
     ex = enc.example
     if enc.corrupt_ids is None:
         raise TaskError(f"{ex.example_id}: an unpatched-scoring example has no corrupt prompt")
+    if enc.ids == enc.corrupt_ids:  # PromptPair accepts it (the engine marks its rows invalid); a bank excludes it
+        raise TaskError(f"{ex.example_id}: identical clean and corrupt prompts cannot measure a causal effect")
     return PromptPair(ex.example_id, ex.family, enc.ids, enc.corrupt_ids, enc.target_id, enc.foil_id,
                       family_role=ex.family_role, seed=ex.seed,
                       positions=tuple((label, i + 1) for label, i in ex.positions), text=ex.text)

@@ -20,6 +20,12 @@ Three kinds of unit, each row recording its actual patch ``scope``:
 Positions: ``final``, any label a prompt carries (``previous_occurrence``, ``distractor``, ...), or ``all``. A prompt
 without the position gives a ``not_applicable`` row with the reason, never a dropped row.
 
+Inputs are checked before any forward pass (``inputs.py``): token ids in [0, d_vocab), target/foil ids in
+[0, d_vocab_out), prompts at most n_ctx long, else one ``EngineError`` naming each prompt, value and range. A pair
+whose clean and corrupt prompts are identical measures nothing: its rows are ``invalid`` (``clean_equals_corrupt``),
+so the verdict is ``blocked`` when every row is, and capped at ``insufficient`` otherwise; such a pair is never a
+mean/resample source.
+
 Every intervention is applied to each matched control pair as well (its own clean/corrupt/target/foil) for the
 paired control delta. Telemetry on every intervention (SELF-GROUND's): activation norm ‖x‖ and patched norm ‖x'‖
 at the intervened site and positions (for a head: the residual right after its layer), relative norm drift
@@ -46,8 +52,9 @@ from ..evidence import EvidenceRow
 from ..tasks import Task
 from .arch import FastPathUnsupported
 from .cache import ACTIVATION_CACHE, ActivationCache
+from .inputs import task_problems
 from .metrics import DEFAULT_METRIC, METRICS, check_metric
-from .plan import POSITION_ALL, Cell, Recipe, SAEOp, SourceSets, recipe
+from .plan import INVALID_REASONS, POSITION_ALL, Cell, Recipe, SAEOp, SourceSets, recipe
 
 
 class EngineError(ValueError):
@@ -87,6 +94,10 @@ def parse_head(unit: str, n_layers: int, n_heads: int) -> tuple[int, int]:
 def _check_common(model, tasks, positions, metric, path):
     if not tasks:
         raise EngineError("no tasks given")
+    problems = task_problems(model, tasks)
+    if problems:  # before any forward pass: a wrapped negative id or an over-long prompt would run silently/crash
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise EngineError("engine input cannot be run:\n  " + "\n  ".join(shown))
     if not positions or any(not isinstance(p, str) or not p for p in positions):
         raise EngineError(f"positions must be non-empty labels, got {positions!r}")
     check_metric(metric)
@@ -111,7 +122,7 @@ def head_evidence(model, tasks: Iterable[Task], heads: Sequence[str],
         raise EngineError("mean and resample ablation take their source at one labelled position; "
                           "position 'all' is only defined for clean_to_corrupt and zero")
     parsed = [(u, *parse_head(u, model.cfg.n_layers, model.cfg.n_heads)) for u in heads]
-    sources = SourceSets(list(dict.fromkeys(t.pair for t in tasks)), resample_seed)
+    sources = SourceSets(_source_pairs(tasks), resample_seed)
     cells = []
     for unit, layer, head in parsed:
         for label in positions:
@@ -143,7 +154,7 @@ def resid_evidence(model, tasks: Iterable[Task], layers: Sequence[int], position
     cells = [Cell(f"L{l}.resid_post", "clean_to_corrupt", "clean", label, "full_resid_post_layer", "corrupt",
                   f"blocks.{l}.hook_resid_post", l, "resid", resid_index=l + 1)
              for l in layers for label in positions]
-    sources = SourceSets(list(dict.fromkeys(t.pair for t in tasks)))
+    sources = SourceSets(_source_pairs(tasks))
     return _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, delta_ratio_warning, path,
                      cache, {})
 
@@ -179,7 +190,7 @@ def sae_evidence(model, tasks: Iterable[Task], sae, feature_sets: Mapping[str, S
                   factor=factor, sae_op=SAEOp(sae, id(sae), tuple(int(f) for f in feats), op, factor, mode,
                                               bool(error_term)))
              for label, feats in feature_sets.items() for pos in positions for op, factor in ops]
-    sources = SourceSets(list(dict.fromkeys(t.pair for t in tasks)))
+    sources = SourceSets(_source_pairs(tasks))
     meta = {"sae": {"hook": hook, "d_sae": d_sae, "mode": mode,
                     "error_term": "kept" if kept else "dropped",
                     "architecture": type(sae).__name__, "feature_sets": {k: list(v) for k, v in feature_sets.items()}}}
@@ -214,6 +225,12 @@ def _sae_operation(op) -> tuple[str, float | None]:
     raise EngineError(f"SAE operations are 'ablate' or ('amplify', factor), got {op!r}")
 
 
+def _source_pairs(tasks) -> list:
+    """The pairs mean/resample draw from: the tasks' own, except identical clean/corrupt pairs (their rows are
+    invalid, so they contribute nothing to the valid rows either)."""
+    return [p for p in dict.fromkeys(t.pair for t in tasks) if not p.identical]
+
+
 # ------------------------------------------------------------------------------------------------- the rows
 def _measure(model, pairs, cells, recipes, metric, sources, path, cache):
     from .execute import measure_fast, measure_reference
@@ -234,12 +251,32 @@ def _side(m) -> dict:
             "decoded_delta_ratio": m.delta_ratio}
 
 
+LENGTH_BINS = (8, 16, 32, 64)  # prompt length in tokens: <=8, 9-16, 17-32, 33-64, >64
+
+
+def _pair_strata(model, pair, cache: dict) -> tuple:
+    """Where a row sits inside its family, for ``gates.stratum_minimum``: the target token (its string when the
+    model has a tokenizer, else ``id:N``), the clean prompt's length bin, and the pair's domain when it has one."""
+    if pair not in cache:
+        tokenizer = getattr(model, "tokenizer", None)
+        token = tokenizer.decode([pair.target]) if tokenizer is not None else f"id:{pair.target}"
+        n = len(pair.clean)
+        low = max([0] + [b for b in LENGTH_BINS if b < n])
+        high = next((b for b in LENGTH_BINS if n <= b), None)
+        length = f"{low + 1}-{high}" if high is not None else f">{LENGTH_BINS[-1]}"
+        strata = {"target_token": token, "length_bin": length}
+        if isinstance(getattr(pair, "domain", None), str):
+            strata["domain"] = pair.domain
+        cache[pair] = tuple(sorted(strata.items()))
+    return cache[pair]
+
+
 def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, delta_ratio_warning, path, cache,
               meta) -> Evidence:
     pairs = list(dict.fromkeys([t.pair for t in tasks] + [c for t in tasks for _, c in t.controls]))
     recipes = {(p, c): recipe(p, c, sources) for p in pairs for c in cells}
     (baselines, measured), used = _measure(model, pairs, cells, recipes, metric, sources, path, cache)
-    rows, tel = [], []
+    rows, tel, strata_cache = [], [], {}
     for task in tasks:
         pair = task.pair
         for cell in cells:
@@ -249,12 +286,13 @@ def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, del
                               unit_set=unit_set, control_suite=suite, position=cell.position, seed=pair.seed,
                               scope=cell.scope, run=cell.run, prompt=pair.text,
                               control_prompt=control.text if control is not None else None,
-                              clean=baselines[pair][0], corrupt=baselines[pair][1])
+                              clean=baselines[pair][0], corrupt=baselines[pair][1],
+                              strata=_pair_strata(model, pair, strata_cache))
                 problems = [r for r in (recipes[(pair, cell)],
                                         recipes[(control, cell)] if control is not None else None)
                             if isinstance(r, str)]
                 if problems:
-                    status = "invalid" if problems[0] == "clean_corrupt_length_mismatch" else "not_applicable"
+                    status = "invalid" if problems[0] in INVALID_REASONS else "not_applicable"
                     rows.append(EvidenceRow(**common, status=status, reason=problems[0]))
                     tel.append(None)
                     continue
@@ -277,7 +315,8 @@ def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, del
                     **common, patched=m.metric, target_delta=m.metric - base(pair),
                     control_delta=mc.metric - base(control) if mc is not None else None,
                     norm_drift=sum(drifts) / len(drifts), decoded_delta_ratio=max(ratios),
-                    norm_warning=bool(warned), **extra))
+                    norm_warning=bool(warned), drift_warning=bool(max(drifts) > drift_warning),
+                    delta_ratio_warning=bool(max(ratios) > delta_ratio_warning), **extra))
                 tel.append(row_tel)
     meta = {k: v for k, v in meta.items() if v is not None}
     meta.update(path=used, metric=metric,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from ..tasks import PromptPair
 
 POSITION_ALL = "all"
+# Recipe refusals that make a row invalid (bad input), not merely not applicable (a position the prompt lacks).
+INVALID_REASONS = ("clean_equals_corrupt", "clean_corrupt_length_mismatch")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class SourceSets:
 
 
 def recipe(pair: PromptPair, cell: Cell, sources: SourceSets) -> Recipe | str:
-    """The recipe, or the reason this pair cannot take the cell (a not-applicable row)."""
+    """The recipe, or the reason this pair cannot take the cell (a not-applicable or invalid row)."""
+    if pair.identical:  # no causal effect to measure: patching clean into an identical corrupt run moves nothing
+        return "clean_equals_corrupt"
     positions = patch_positions(pair, cell.position)
     if positions is None:
         return f"position_unavailable:{cell.position}"
