@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from .quiet import dependency_deprecations
+
 BOS = 0
 D_VOCAB = 32
 D_MODEL = 64
@@ -95,7 +97,8 @@ def build_induction_model(device: str = "cpu", variant: str = "standard"):
         normalization_type=None, positional_embedding_type="standard", act_fn=None, device=device,
         default_prepend_bos=False, seed=0,
     )
-    model = HookedTransformer(cfg)
+    with dependency_deprecations():
+        model = HookedTransformer(cfg)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -228,8 +231,10 @@ def build_induction_sae(device: str = "cpu"):
     predictions made at token t (of the token that followed t earlier) break.
     """
     import torch
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
+
+    with dependency_deprecations():
+        from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+        from sae_lens.saes.sae import SAEMetadata
 
     cfg = JumpReLUSAEConfig(
         d_in=D_MODEL, d_sae=INDUCTION_SAE_D_SAE, device=device, apply_b_dec_to_input=False,

