@@ -28,7 +28,11 @@ STAGE_HELP = {
 }
 EXPECTATIONS = ("supported", "rejected")
 CLAIM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
-ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae", "requires")
+ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae", "requires",
+                  "kind", "direction", "positions", "waive")
+# The evidence policy's claim kinds and predicted directions (policy.py, gates/direction.py).
+KINDS = ("head", "sae_features", "other")
+DIRECTIONS = ("carries", "increase", "decrease")
 # What a claim may declare it needs beyond this package: strict mode accepts a skip for want of one of these only.
 REQUIREMENTS = ("hub", "cuda")
 
@@ -48,6 +52,10 @@ class ClaimSpec:
     hook: str | None = None
     sae: str | None = None
     requires: tuple[str, ...] = ()
+    kind: str | None = None  # None: inferred by policy.claim_kind
+    direction: str | tuple[tuple[str, str], ...] | None = None  # None: "carries"
+    positions: tuple[str, ...] = ()  # the positions the claim asserts; () = every recorded position
+    waive: tuple[tuple[str, str], ...] = ()  # (policy gate, reason): each one a debt
     extra: dict = field(default_factory=dict)
 
     def passes(self, verdict: Status) -> bool:
@@ -64,6 +72,12 @@ class ClaimSpec:
             value = getattr(self, key)
             if value:
                 out[key] = list(value) if isinstance(value, tuple) else value
+        # Policy kwargs appear only when declared, so a claim that declares none keeps its spec hash.
+        for key in ("kind", "direction", "positions", "waive"):
+            value = getattr(self, key)
+            if value:
+                out[key] = (list(value) if key == "positions" else dict(value) if isinstance(value, tuple)
+                            else value)
         return out
 
 
@@ -107,5 +121,37 @@ def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
             not all(r in REQUIREMENTS for r in requires):
         raise ClaimSpecError(f"claim {claim_id!r}: requires must be a list drawn from {list(REQUIREMENTS)}, "
                              f"got {requires!r}")
+    kind, direction, positions, waive = _policy_kwargs(claim_id, kwargs)
     return ClaimSpec(claim_id, statement.strip(), level, expect, tuple(units), kwargs.get("model"),
-                     kwargs.get("hook"), kwargs.get("sae"), tuple(requires))
+                     kwargs.get("hook"), kwargs.get("sae"), tuple(requires), kind, direction, positions, waive)
+
+
+def _policy_kwargs(claim_id: str, kwargs: dict) -> tuple:
+    """kind=, direction=, positions=, waive= (the evidence policy's marker kwargs), validated."""
+    kind = kwargs.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise ClaimSpecError(f"claim {claim_id!r}: kind must be one of {list(KINDS)}, got {kind!r}")
+    direction = kwargs.get("direction")
+    if isinstance(direction, dict):
+        if not direction or any(not isinstance(k, str) or v not in ("increase", "decrease")
+                                for k, v in direction.items()):
+            raise ClaimSpecError(f"claim {claim_id!r}: a direction mapping maps intervention names to 'increase' or "
+                                 f"'decrease', got {direction!r}")
+        direction = tuple(sorted(direction.items()))
+    elif direction is not None and direction not in DIRECTIONS:
+        raise ClaimSpecError(f"claim {claim_id!r}: direction must be one of {list(DIRECTIONS)} or a mapping "
+                             f"intervention -> 'increase'/'decrease', got {direction!r}")
+    positions = kwargs.get("positions", ())
+    if isinstance(positions, str) or not isinstance(positions, (list, tuple)) or \
+            not all(isinstance(p, str) and p for p in positions):
+        raise ClaimSpecError(f"claim {claim_id!r}: positions must be a list of position labels, got {positions!r}")
+    waive = kwargs.get("waive", {})
+    if not isinstance(waive, dict):
+        raise ClaimSpecError(f"claim {claim_id!r}: waive must be a dict {{gate: reason}}, got {waive!r}")
+    for gate, reason in waive.items():
+        if not isinstance(gate, str) or not gate:
+            raise ClaimSpecError(f"claim {claim_id!r}: waive keys must be policy gate names, got {gate!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ClaimSpecError(f"claim {claim_id!r}: the waiver of {gate!r} needs a reason (a non-empty string): "
+                                 "a waived gate is a debt, recorded with why")
+    return kind, direction, tuple(positions), tuple(sorted((g, r.strip()) for g, r in waive.items()))

@@ -11,37 +11,45 @@ pytest_plugins = ["pytester"]
 ROWS = '''
 from pytest_mechclaim.evidence import EvidenceRow
 
-def rows(target, control, families=("f1", "f2"), seeds=(0, 1, 2)):
+def rows(target, control, families=("f1", "f2"), seeds=(0, 1, 2), unit="L1H0", unit_set="target"):
+    # Head evidence as the engine writes it: clean_to_corrupt raises target - foil by ``target`` (corrupt run),
+    # zero ablation lowers it (clean run); matched controls move by ``control``; strata for the worst-stratum gate.
     out = []
     for f in families:
         for s in seeds:
             for suite in ("matched", "lexical"):
                 for i in range(3):
-                    out.append(EvidenceRow(unit="L1H0", intervention="zero", prompt_id=f"{f}-{s}-{i}", family=f,
-                                           control_suite=suite, seed=s, target_delta=target, control_delta=control,
-                                           norm_drift=0.05, prompt=f"prompt {f} {s} {i}"))
+                    for op, run, sign in (("clean_to_corrupt", "corrupt", 1), ("zero", "clean", -1)):
+                        base = 0.0 if run == "corrupt" else 2.0
+                        out.append(EvidenceRow(
+                            unit=unit, unit_set=unit_set, intervention=op, run=run, prompt_id=f"{f}-{s}-{i}",
+                            family=f, control_suite=suite, seed=s, clean=2.0, corrupt=0.0,
+                            patched=base + sign * target, target_delta=sign * target, control_delta=control,
+                            norm_drift=0.05, decoded_delta_ratio=0.05, prompt=f"prompt {f} {s} {i}",
+                            strata=(("length_bin", "short" if i % 2 else "long"),)))
     return out
+
+def comparison(families=("f1", "f2"), seeds=(0, 1, 2)):
+    return rows(0.02, 0.02, families, seeds, unit="L0H1", unit_set="random_comparison")
 '''
 
 CLAIM_TEMPLATE = '''
 import pytest
-from rowkit_local import rows
+from rowkit_local import comparison, rows
 
-pytestmark = pytest.mark.claim({claim_args})
+pytestmark = pytest.mark.claim({claim_args}, units=["L1H0"])
 
 @pytest.mark.replication
 def test_replication(mechclaim):
     ev = mechclaim.record(rows({target}, {control}))
+    mechclaim.record(comparison())
     mechclaim.gate.specificity_gap(ev, min=0.0)
     mechclaim.gate.family_minimum(ev, min=0.0)
-    mechclaim.gate.multi_control_minimum(ev, min=0.0)
-    mechclaim.gate.seed_replication(ev, min_passing=2)
 
 @pytest.mark.heldout
 def test_heldout(mechclaim):
-    ev = mechclaim.record(rows({target}, {control}, families=("h1", "h2"), seeds=(10, 11)))
-    mechclaim.gate.specificity_gap(ev, min=0.0)
-    mechclaim.gate.collateral_ratio(ev)
+    mechclaim.record(rows({target}, {control}, families=("h1", "h2"), seeds=(10, 11)))
+    mechclaim.record(comparison(families=("h1", "h2"), seeds=(10, 11)))
 '''
 
 
