@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shlex
 
 from .evidence import COORDINATES
 from .gates import GateResult, normalized_effect_of
@@ -69,7 +71,7 @@ def claim_report(spec: ClaimSpec, stage: str | None, verdict: Verdict, nodeid: s
         lines += ["", f"worst rows for {g.name}:"]
         lines += [f"  {_row_line(row)}" for row in g.worst[:MAX_WORST_ROWS]]
     if nodeid:
-        lines += ["", f"rerun: pytest '{nodeid}'"]
+        lines += ["", f"rerun: {rerun_command(nodeid)}"]
     return "\n".join(lines)
 
 
@@ -246,9 +248,8 @@ def failure_taxonomy(rows) -> dict:
 
 
 def rerun_command(nodeid: str) -> str:
-    import shlex
-
-    return f"python -m pytest {shlex.quote(nodeid)}"
+    """A shell command that reruns one test; the node id is quoted, so a parametrize id cannot inject a command."""
+    return shlex.join(["python", "-m", "pytest", nodeid])
 
 
 def claim_report_data(payload: dict, rows, baseline_rows=(), run_id: str | None = None) -> dict:
@@ -273,8 +274,26 @@ def claim_report_data(payload: dict, rows, baseline_rows=(), run_id: str | None 
     }
 
 
+# Characters Markdown or HTML would interpret inline; CommonMark renders any backslash-escaped ASCII punctuation
+# literally, so claim text (statements, prompts, reasons) cannot add links, images, HTML or table cells.
+MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~<>&])")
+
+
+def md_text(value) -> str:
+    """Inline Markdown showing ``value`` literally: special characters escaped, line breaks as spaces."""
+    return MD_SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+
+def md_code(value) -> str:
+    """``value`` as an inline code span (HTML inside is literal); the fence is longer than any backtick run in it."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _md_table(headers: list[str], rows: list[list]) -> list[str]:
-    cell = lambda v: _fmt(v).replace("|", "\\|").replace("\n", " ")
+    cell = lambda v: md_text(_fmt(v))
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
            ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
 
@@ -287,20 +306,21 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
         expectation = "planted false claim: the test passes only if the evidence rejects it"
     else:
         expectation = f"claimed {claim['level']}"
-    lines = [f"# Claim {claim['id']}{stage}: {status}", "", f"> {claim['statement']}", "",
+    lines = [f"# Claim {md_text(claim['id'])}{stage}: {status}", "", f"> {md_text(claim['statement'])}", "",
              f"- {expectation}; test **{data['outcome']}**",
-             f"- test: `{data['nodeid']}`", f"- run: `{data['run_id']}`, spec hash `{data['spec_hash']}`"]
+             f"- test: {md_code(data['nodeid'])}",
+             f"- run: {md_code(data['run_id'])}, spec hash {md_code(data['spec_hash'])}"]
     for key in ("model", "hook", "sae"):
         if claim.get(key):
-            lines.append(f"- {key}: `{claim[key]}`")
+            lines.append(f"- {key}: {md_code(claim[key])}")
     if claim.get("units"):
-        lines.append(f"- units: {', '.join(claim['units'])}")
-    lines += ["", f"Rerun: `{data['rerun']}`", ""]
+        lines.append(f"- units: {', '.join(md_text(u) for u in claim['units'])}")
+    lines += ["", f"Rerun: {md_code(data['rerun'])}", ""]
     if verdict is None:
-        lines += ["## Not judged", "", f"The test never reached a verdict: {data.get('error')}", ""]
+        lines += ["## Not judged", "", f"The test never reached a verdict: {md_text(data.get('error'))}", ""]
         return "\n".join(lines)
     lines += ["## Verdict", ""]
-    lines += [f"- {r}" for r in verdict["reasons"]] or ["- every gate passed"]
+    lines += [f"- {md_text(r)}" for r in verdict["reasons"]] or ["- every gate passed"]
     lines += ["", "## Gates", ""]
     lines += _md_table(["gate", "value", "threshold", "result", "caps at", "reason"],
                        [[g["name"], g["value"], f"{g['comparison']} {_fmt(g['threshold'])}",

@@ -6,7 +6,7 @@
         provenance.json     machine, python, git commit + dirty flag + diff hash, library versions
         verdicts.json       every claim test's payload (claim, stage, outcome, verdict with all gate results)
         ledger-check.json   the comparison with the committed ledger (changes, refusals, what was written)
-        claims/<claim_id>/<stage>/
+        claims/<claim_id>/<ledger key>/   (a key that is not a plain name gets a hash suffix: claim_dir_name)
             rows.jsonl      every evidence row the test recorded (written by the process that ran the test)
             baseline.jsonl  baseline rows, when any
             report.md, report.json, figure.png
@@ -131,9 +131,26 @@ def provenance(rootdir: Path) -> dict:
     }
 
 
+# One path component per claim id / ledger key: at most this long, so a long parametrize id cannot exceed NAME_MAX.
+MAX_DIR_NAME = 100
+SAFE_DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HASHED_DIR_NAME = re.compile(r"-[0-9a-f]{8}$")
+
+
 def claim_dir_name(text: str) -> str:
-    """A file-system-safe directory name for a claim id or ledger key (``heldout[seed-3]`` -> ``heldout_seed-3_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
+    """A file-system-safe, length-bounded directory name for a claim id or ledger key, distinct for distinct keys.
+
+    A safe key (letters, digits, ``._-``, starting with a letter or digit, <= MAX_DIR_NAME) is its own name. Any
+    other key is sanitized, cut and suffixed with 8 hex digits of its SHA-256: ``heldout[a/b]``, ``heldout[a_b]``,
+    ``heldout[a b]`` and ``heldout[a:b]`` all sanitize to ``heldout_a_b_`` but get different suffixes. A safe key
+    that itself ends like a suffix is suffixed too, so it cannot take another key's name.
+    """
+    if SAFE_DIR_NAME.match(text) and len(text) <= MAX_DIR_NAME and not HASHED_DIR_NAME.search(text):
+        return text
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    safe = re.sub(r"^[._-]+", lambda m: "_" * len(m.group()), safe)  # never ".", ".." or a hidden directory
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:MAX_DIR_NAME - 9] or '_'}-{digest}"
 
 
 class RunRecord:

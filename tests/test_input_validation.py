@@ -6,6 +6,8 @@ one where it passes."""
 from __future__ import annotations
 
 import dataclasses
+import re
+import shlex
 
 import pytest
 import torch
@@ -191,3 +193,85 @@ def test_sae_check_passes_on_usable_prompts_as_a_list(gt_model, gt_sae, gt_promp
     result = check_sae_compatibility(gt_model, gt_sae, gt_prompts.tolist(), model_name="groundtruth:induction")
     assert result.passed and result.caps_at == Status.STRONG, result.reason
     assert result.details["n_prompts"] == 4
+
+
+# ------------------------------------------------------------------------------------------------ report paths
+from pytest_mechclaim import report  # noqa: E402
+from pytest_mechclaim.evidence import EvidenceRow  # noqa: E402
+from pytest_mechclaim.runs import MAX_DIR_NAME, claim_dir_name, write_claim_test  # noqa: E402
+
+NEAR_KEYS = ("heldout[a/b]", "heldout[a_b]", "heldout[a b]", "heldout[a:b]")
+
+
+def test_parameter_ids_that_sanitize_alike_get_distinct_bounded_directories():
+    names = [claim_dir_name(k) for k in NEAR_KEYS]
+    assert len(set(names)) == 4 and all(n.startswith("heldout_a_b_-") and len(n) == 21 for n in names)
+    long = claim_dir_name("heldout[" + "x" * 300 + "]")
+    assert len(long) == MAX_DIR_NAME and long != claim_dir_name("heldout[" + "x" * 299 + "]")
+    for hostile in ("..", ".", "", "../../etc"):
+        assert claim_dir_name(hostile)[0] not in "./-", hostile
+    # A safe key that looks hashed cannot take the name another key was given.
+    assert claim_dir_name(names[0]) != names[0]
+
+
+def test_plain_keys_keep_their_names():
+    assert [claim_dir_name(k) for k in ("heldout", "replication", "gt-induction-L1H0", "x" * MAX_DIR_NAME)] == [
+        "heldout", "replication", "gt-induction-L1H0", "x" * MAX_DIR_NAME]
+
+
+def test_write_claim_test_keeps_each_parameter_id_in_its_own_directory(tmp_path):
+    written = []
+    for key in NEAR_KEYS + ("heldout",):
+        payload = {"claim": {"id": "c", "statement": "s", "level": "candidate", "expect": "supported"},
+                   "stage": "heldout", "key": key, "nodeid": f"test_c.py::test_heldout[{key}]", "outcome": "failed",
+                   "verdict": None, "error": "boom"}
+        written.append(write_claim_test(tmp_path, "r", payload, [], figure=False)["report_md"])
+    dirs = {str(p).rsplit("/", 1)[0] for p in written}
+    assert len(dirs) == 5 and all(d.startswith("claims/c/") and d.count("/") == 2 for d in dirs)
+    assert "claims/c/heldout" in dirs
+    assert all((tmp_path / p).is_file() for p in written)
+
+
+def test_rerun_commands_quote_the_node_id():
+    hostile = "test_x.py::test_y[a'; touch /tmp/pwned; echo '$(id)]"
+    command = report.rerun_command(hostile)
+    assert shlex.split(command) == ["python", "-m", "pytest", hostile]
+    assert report.rerun_command("test_x.py::test_y") == "python -m pytest test_x.py::test_y"
+
+
+def test_the_terminal_report_quotes_its_rerun_line():
+    from pytest_mechclaim.spec import parse_claim_marker
+    from pytest_mechclaim.verdict import decide as decide_verdict
+
+    spec = parse_claim_marker(("c",), {"statement": "s"})
+    text = report.claim_report(spec, None, decide_verdict([]), "t.py::test[x; rm -rf ~]")
+    assert "rerun: python -m pytest 't.py::test[x; rm -rf ~]'" in text
+
+
+HOSTILE_STATEMENT = "L1H0 <img src=x onerror=alert(1)> does [it](http://evil.example)\n# injected heading"
+
+
+def _markdown(statement, prompt):
+    rows = [EvidenceRow(unit="L1H0", intervention="zero", prompt_id=f"p{i}", family="f", control_suite="matched",
+                        seed=0, target_delta=0.1, control_delta=0.9, prompt=prompt, control_prompt="c") for i in range(2)]
+    payload = {"claim": {"id": "c", "statement": statement, "level": "candidate", "expect": "supported",
+                         "units": ["L1H0"]},
+               "stage": "heldout", "key": "heldout", "nodeid": "t.py::test_`x`", "outcome": "failed",
+               "verdict": {"status": "falsified", "reasons": ["controls <b>moved</b>"], "row_accounting": {},
+                           "gates": []}}
+    return report.claim_report_markdown(report.claim_report_data(payload, rows, run_id="r"), None)
+
+
+def test_markdown_and_html_in_statements_and_prompts_are_escaped():
+    text = _markdown(HOSTILE_STATEMENT, "a | b <script>alert(1)</script>")
+    assert not re.search(r"(?<!\\)<(img|script|b>)", text)  # every tag opener is escaped
+    assert r"controls \<b\>moved\</b\>" in text
+    assert r"> L1H0 \<img src=x onerror=alert\(1\)\> does \[it\]\(http://evil.example\) \# injected heading" in text
+    assert not any(line.startswith("# injected") for line in text.splitlines())
+    assert r"a \| b \<script\>alert\(1\)\</script\>" in text  # one table cell, not a new column
+    assert "- test: `` t.py::test_`x` ``" in text  # the backticks stay inside the code span
+
+
+def test_plain_statements_render_unchanged():
+    text = _markdown("L1H0 copies the next token", "the cat sat")
+    assert "> L1H0 copies the next token" in text and "| the cat sat |" in text

@@ -92,7 +92,7 @@ def test_claim_below_its_level_fails_with_a_report(project, pytester):
     assert "gate" in out and "threshold" in out and "caps at" in out
     assert "worst rows for specificity_gap:" in out
     assert "family=f1" in out and "control_suite=" in out and "seed=0" in out and "prompt: 'prompt f1 0 0'" in out
-    assert "rerun: pytest 'test_weak.py::test_replication'" in out
+    assert "rerun: python -m pytest test_weak.py::test_replication" in out
     # The report is the failure message itself, not a traceback through plugin internals.
     assert "pytest_runtest_call" not in out
 
