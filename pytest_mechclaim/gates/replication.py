@@ -76,7 +76,7 @@ def replication(rows: Sequence[EvidenceRow], axis: str = "seed", min_passing: in
     if require_distinct_prompts:
         prompt_sets = {k: frozenset(r.prompt_id for r in v) for k, v in groups.items()}
         repeated = sorted({k for k in prompt_sets for j in prompt_sets
-                           if repr(k) < repr(j) and prompt_sets[k] == prompt_sets[j]}, key=repr)
+                           if k != j and prompt_sets[k] == prompt_sets[j]}, key=repr)
     checks = [check(f"distinct_{axis}s", float(len(groups)), 2.0, ">="),
               check(f"{axis}s_redrawing_the_same_prompts", float(len(repeated)), 0.0, "=="),
               check(f"nonspecific_{axis}s", float(len(nonspecific)), 0.0, "=="),

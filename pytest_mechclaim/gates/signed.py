@@ -13,7 +13,7 @@ from typing import Sequence
 from ..evidence import EvidenceRow
 from ..status import Status
 from ._core import MIN_ABS_DELTA, GateResult, _blocked, _result, _target_rows, _worst
-from .direction import check_direction, direction_details, directed_effect, unpredicted
+from .direction import check_direction, direction_details, directed_effect, signed_delta, unpredicted
 from .thresholds import check_thresholds
 from .uncertainty import CONFIDENCE, N_RESAMPLES, clustered_ci
 
@@ -21,7 +21,7 @@ from .uncertainty import CONFIDENCE, N_RESAMPLES, clustered_ci
 def _signed_rows(rows, direction) -> tuple[list[EvidenceRow], dict]:
     ok, acc = _target_rows(rows)
     positives = [r for r in ok if r.family_role == "positive"]
-    usable = [r for r in positives if directed_effect(r, direction) is not None]
+    usable = [r for r in positives if signed_delta(r) is not None]
     acc.update(n_positive_rows=len(positives), n_without_delta=len(positives) - len(usable),
                **direction_details(direction))
     return usable, acc
@@ -116,7 +116,7 @@ def stratum_minimum(rows: Sequence[EvidenceRow], min: float = 0.0, min_prompts: 
     if not per_stratum:
         return _result(name, 0.0, float(min_prompts), ">=", False, Status.INSUFFICIENT,
                        f"every stratum has fewer than {min_prompts} prompts: {thin}", (), **details)
-    worst_stratum = min(per_stratum, key=lambda s: (per_stratum[s], s))
+    worst_stratum = sorted(per_stratum, key=lambda s: (per_stratum[s], s))[0]  # `min` is the threshold here
     value = per_stratum[worst_stratum]
     label = _stratum_label(*worst_stratum)
     worst = _worst(members[worst_stratum], score, "signed_effect")

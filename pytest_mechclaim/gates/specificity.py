@@ -1,6 +1,6 @@
 """Paired-control gates: the target's movement in the predicted direction against its matched control's |movement|.
 
-Rows of a control cell (suite x intervention x factor) that patches the corrupt run and whose every control delta is
+Rows of a control cell (suite x intervention x factor x position) that patches the corrupt run and whose every control delta is
 exactly 0.0 are *uninformative*: the control pair's clean and corrupt runs do not differ at the patched site, so
 nothing was patched and a zero says nothing about specificity. They are reported in ``details`` and left out.
 """
@@ -30,11 +30,16 @@ def _cell_label(cell: tuple) -> str:
     return f"{suite}|{op}" + (f"x{factor:g}" if factor is not None else "")
 
 
+def _site(r: EvidenceRow) -> tuple:
+    return (r.control_suite, r.intervention, r.factor, r.position)
+
+
 def uninformative_cells(rows: Sequence[EvidenceRow]) -> list[tuple]:
-    """Control cells that patch the corrupt run and whose control deltas are all exactly 0.0."""
+    """(suite, intervention, factor, position) cells that patch the corrupt run and whose control deltas are all
+    exactly 0.0. (An ablation of the clean run that leaves a control at exactly 0 is perfect specificity: kept.)"""
     by_cell = defaultdict(list)
     for r in rows:
-        by_cell[_cell(r)].append(r)
+        by_cell[_site(r)].append(r)
     return sorted((c for c, rs in by_cell.items()
                    if all(r.run == "corrupt" and r.control_delta == 0.0 for r in rs)), key=repr)
 
@@ -44,9 +49,9 @@ def paired_rows_of(rows, direction="either") -> tuple[list[EvidenceRow], dict]:
     ok, acc = _target_rows(rows)
     paired = [r for r in ok if r.paired]
     dead = set(uninformative_cells(paired))
-    kept = [r for r in paired if _cell(r) not in dead]
+    kept = [r for r in paired if _site(r) not in dead]
     acc.update(n_unpaired=len(ok) - len(paired), n_uninformative=len(paired) - len(kept),
-               uninformative_control_cells=[_cell_label(c) for c in sorted(dead, key=repr)],
+               uninformative_control_cells=[_cell_label(c[:3]) + f"@{c[3]}" for c in sorted(dead, key=repr)],
                **direction_details(direction))
     return kept, acc
 
