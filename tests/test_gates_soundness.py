@@ -394,3 +394,10 @@ def test_composite_failures_never_show_a_passing_comparison():
     assert metric.details["checks"][1]["passed"] and metric.value == pytest.approx(0.6)  # the positive fraction
     gap = gates.control_family_gap(effect_rows({"pos": -0.1, "ctl_a": -0.5}))
     assert gap.caps_at == Status.FALSIFIED and gap.value == pytest.approx(-0.1) and gap.shown_comparison_holds() is False
+
+
+def test_a_collateral_ratio_of_exactly_one_is_shown_against_the_hard_limit():
+    # max=1.0 would print "1 <= 1 FAIL"; the gate shows the rule that failed: controls must move less than the target.
+    result = gates.collateral_ratio(paired_rows(0.5, 0.5), max=1.0)
+    assert not result.passed and (result.value, result.comparison, result.threshold) == (1.0, "<", 1.0)
+    assert gates.collateral_ratio(paired_rows(0.5, 0.2), max=1.0).passed

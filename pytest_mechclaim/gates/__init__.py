@@ -24,7 +24,8 @@ telemetry (norm drift, decoded-delta ratio, baseline calibration), strong (floor
 (metric calibration).
 """
 
-from ._core import MIN_ABS_DELTA, WORST_K, GateResult
+from ._core import MIN_ABS_DELTA, WORST_K, GateResult, first_failing
+from ._core import check as sub_check
 from .calibration import MetricCalibrationRow, metric_calibration
 from .direction import DIRECTIONS, directed_effect, directed_gap, expected_sign, signed_delta
 from .family import FAMILY_SCORES, control_family_gap, family_minimum, normalized_effect, normalized_effect_of
@@ -59,6 +60,7 @@ __all__ = [
     "empirical_null",
     "expected_sign",
     "family_minimum",
+    "first_failing",
     "holm_adjust",
     "metric_calibration",
     "multi_control_minimum",
@@ -75,6 +77,7 @@ __all__ = [
     "specificity_gap",
     "stratum_minimum",
     "strong_floor",
+    "sub_check",
     "uninformative_cells",
     "unit_controls",
 ]
