@@ -141,3 +141,43 @@ def test_builds_a_hooked_transformer():
 ''')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*DeprecationWarning: HookedTransformer is deprecated*"])
+
+
+# -- run records: comparison, drift failure, retention -------------------------------------------------------------
+
+
+def test_compare_prints_metric_changes_and_compare_fail_fails_only_beyond_the_tolerance(pytester):
+    pytester.makeini("[pytest]\nmechclaim_figures = false\n")
+    rejected = CLAIM.replace('level="candidate"', 'level="candidate", expect="rejected"')
+    pytester.makepyfile(test_claim=rejected.format(target=-0.1))
+    assert pytester.runpytest().ret == pytest.ExitCode.OK
+    pytester.makepyfile(test_claim=rejected.format(target=-0.12))
+    shown = pytester.runpytest("--mechclaim-compare")
+    assert shown.ret == pytest.ExitCode.OK
+    shown.stdout.fnmatch_lines(["*mechclaim compare against 2026*", "c-term ?heldout] signed_effect: -0.1 -> -0.12*"])
+    # The signed effect moved by 0.02: a tolerance of 0.05 passes, 0.01 (or 5%) fails the session.
+    assert pytester.runpytest("--mechclaim-compare-fail=signed_effect:0.05").ret == pytest.ExitCode.OK
+    pytester.makepyfile(test_claim=rejected.format(target=-0.14))
+    failed = pytester.runpytest("--mechclaim-compare-fail=signed_effect:5%")
+    assert failed.ret == pytest.ExitCode.TESTS_FAILED
+    failed.stdout.fnmatch_lines(["*signed_effect: -0.12 -> -0.14*FAIL signed_effect:5%*"])
+    assert re.search(r"metric-drift", failed.outlines[-1])
+
+
+def test_compare_fail_rejects_a_malformed_tolerance(pytester):
+    result = pytester.runpytest("--mechclaim-compare-fail=signed_effect:-1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*expected METRIC:TOLERANCE*"])
+
+
+def test_retention_keeps_the_newest_runs_and_no_runs_dir_without_claims(pytester):
+    pytester.makeini("[pytest]\nmechclaim_figures = false\nmechclaim_keep_runs = 2\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    assert pytester.runpytest().ret == pytest.ExitCode.OK
+    assert not (pytester.path / ".mechclaim").exists()
+    pytester.makepyfile(test_claim=CLAIM.replace('level="candidate"', 'level="candidate", expect="rejected"')
+                        .format(target=-0.1))
+    for _ in range(4):
+        pytester.runpytest()
+    runs = sorted(p.name for p in (pytester.path / ".mechclaim" / "runs").iterdir())
+    assert len(runs) == 2
