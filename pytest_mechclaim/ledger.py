@@ -2,29 +2,40 @@
 
 Format: one JSON file (default ``mechclaim-ledger.json`` at the rootdir), rendered deterministically: keys sorted,
 two-space indent, one claim per block under ``claims``, one stage per block under the claim, a trailing newline.
-JSON because it needs nothing outside the standard library, it parses strictly (a hand-mangled or half-merged file
-is detected, never half-read), and sorted, indented JSON diffs line by line in git. A Markdown view for people
-(``mechclaim-ledger.md``) is rendered from it on every write.
+JSON because it parses strictly (a hand-mangled or half-merged file is detected, never half-read; duplicate keys
+are rejected) and sorted, indented JSON diffs line by line in git. A Markdown view for people
+(``mechclaim-ledger.md``) is rendered from it on every write. The schema (``ledger_schema``, pydantic) is
+``pytest-mechclaim/ledger/2``:
 
-    {"schema": "pytest-mechclaim/ledger/1",
+    {"schema": "pytest-mechclaim/ledger/2", "claims_digest": "<digest of every claim's digest>",
      "claims": {"<claim id>": {"statement", "claimed", "expect", "units", "model", ..., "status",
-                               "allowed", "forbidden",
-                               "stages": {"<stage>": {"status", "spec_hash", "spec_parts", "metrics", "rows",
-                                                      "failing_gates", "test", "run", "acknowledged_spec_changes"}}}},
+                               "allowed", "forbidden", "digest",
+                               "stages": {"<stage>": {"status", "spec_hash", "spec_parts", "thresholds", "metrics",
+                                                      "rows", "failing_gates", "test", "run",
+                                                      "acknowledged_spec_changes"}}}},
      "runs": {"<run id>": {"date", "commit", "dirty", "versions", ...}}}
 
 Run-specific fields (``runs`` and every ``run`` / acknowledgement date) are the only parts that differ between two
-runs of the same code on the same data; ``comparable`` strips them.
+runs of the same code on the same data; ``comparable`` strips them, and the digests leave them out.
+
+Integrity: each claim block carries a digest of its fields (run-specific ones excepted) and the ledger a digest of
+all claim digests; a block edited, renamed, added or deleted by hand is reported as tampering on load and the run
+refuses to compare or update. The digests guard against hand edits and bad merges, not against someone who
+recomputes them on purpose.
 
 The ledger works like a snapshot (``reconcile``): a claim stage whose status or spec hash differs from the committed
 ledger, a new claim stage, or one that disappeared fails the session unless it was started with
-``--mechclaim-update-ledger``; a status may not rise in a run where the stage's spec hash changed (thresholds,
-controls, data or gates moved after seeing results) unless acknowledged with a reason, which is stored.
+``--mechclaim-update-ledger``. Under update, three things are refused unless acknowledged:
+a status rise in a run where the stage's spec hash changed (thresholds, controls, data or gates moved after seeing
+results: ``--mechclaim-ack-spec-change=ID:REASON``); a stage that enters or rises in a run where a ledger stage of
+the same test module, test function or statement vanished (a renamed claim, a moved stage: same flag); and
+removing a stage that is no longer collected (``--mechclaim-prune-ledger``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,9 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .status import LEVELS, Status
+# The file format (schema, strict reading, digests, writing) and the Markdown view live in their own modules; the
+# names are re-exported here because callers (plugin, draft guard, tests) use ``ledger.load`` etc.
+from .ledger_markdown import markdown_path, render_markdown  # noqa: F401
+from .ledger_schema import (SCHEMA, STALE_TEMP_SECONDS, LedgerError, check_writable, claim_digest,  # noqa: F401
+                            claims_digest, load, lock_path_for, markdown_is_current, parse_json,
+                            remove_stale_temp_files, seal, tampered, validate, write_files)
+from .ledger_schema import _io_error
+from .status import Status
 
-SCHEMA = "pytest-mechclaim/ledger/1"
 METRIC_DIGITS = 6  # significant digits kept: the ledger should not diff on the last bits of a float
 
 # What one may write about a claim at each status (draft guard reads ``forbidden``). Phrases of >= 2 words, matched
@@ -57,10 +74,6 @@ WORDING: dict[Status, dict[str, tuple[str, ...]]] = {
                      "forbidden": _OVERCLAIMS + _BEYOND_CANDIDATE + _SUPPORT + _ANY_SUPPORT
                      + ("evidence against", "is falsified", "was falsified")},
 }
-
-
-class LedgerError(Exception):
-    """The ledger file cannot be trusted (not JSON, wrong schema, malformed entries). It is never overwritten."""
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -172,6 +185,44 @@ def metrics_of(verdict: dict) -> dict:
     return out
 
 
+def _unique(out: dict, name: str) -> str:
+    key, n = name, 2
+    while key in out:
+        key, n = f"{name}#{n}", n + 1
+    return key
+
+
+def thresholds_of(gates_input) -> dict | None:
+    """A readable gate -> thresholds map from the fingerprint's hashed gate inputs, so ``git diff`` of the ledger
+    shows ``"min": 0.5`` -> ``"min": 0.99``. Accepts gate calls (``{"gate", "thresholds"}``), results
+    (``{"result", "threshold", "comparison"}``), either as dicts or as their canonical JSON strings, or a ready map.
+    None when there is nothing to show."""
+    if not gates_input:
+        return None
+    if isinstance(gates_input, dict):
+        return _jsonable(gates_input)
+    calls: dict = {}
+    results: dict = {}
+    for item in gates_input:
+        if isinstance(item, str):
+            try:
+                item = json.loads(item)
+            except json.JSONDecodeError:
+                continue
+        if not isinstance(item, dict):
+            continue
+        if "gate" in item:
+            calls[_unique(calls, str(item["gate"]))] = _jsonable(item.get("thresholds", {}))
+        elif "result" in item:
+            results[_unique(results, str(item["result"]))] = _jsonable(
+                {k: item[k] for k in ("threshold", "comparison") if k in item})
+    out = dict(calls)
+    for name, value in results.items():  # results added by hand (no gate call of that name)
+        if name not in out:
+            out[name] = value
+    return dict(sorted(out.items())) or None
+
+
 def wording(status: Status) -> dict:
     w = WORDING[status]
     return {"allowed": list(w["allowed"]), "forbidden": list(w["forbidden"])}
@@ -180,7 +231,7 @@ def wording(status: Status) -> dict:
 def stage_entry(record: dict, run_ref: dict) -> dict:
     verdict = record["verdict"]
     acc = verdict.get("row_accounting") or {}
-    return {
+    entry = {
         "stage": record.get("stage"),
         "status": verdict["status"],
         "spec_hash": record["fingerprint"]["hash"],
@@ -191,6 +242,10 @@ def stage_entry(record: dict, run_ref: dict) -> dict:
         "test": {"nodeid": record["nodeid"], "outcome": record["outcome"]},
         "run": dict(run_ref),
     }
+    thresholds = thresholds_of((record["fingerprint"].get("inputs") or {}).get("gates"))
+    if thresholds:
+        entry["thresholds"] = thresholds
+    return entry
 
 
 def claim_status(stages: dict) -> str:
@@ -206,7 +261,7 @@ def _claim_block(spec: dict, stages: dict) -> dict:
 
 
 def empty_ledger() -> dict:
-    return {"schema": SCHEMA, "claims": {}, "runs": {}}
+    return seal({"schema": SCHEMA, "claims": {}, "runs": {}})
 
 
 def comparable(ledger: dict) -> dict:
@@ -227,58 +282,40 @@ def comparable(ledger: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def validate(data, path: Path | str = "ledger") -> dict:
-    def bad(why: str):
-        return LedgerError(f"the claim ledger {path} is malformed: {why}. It was not modified; fix it (or restore "
-                           f"it from version control, e.g. `git checkout -- {path}`) and run again.")
-
-    if not isinstance(data, dict):
-        raise bad("the top level is not an object")
-    if data.get("schema") != SCHEMA:
-        raise bad(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-    claims, runs = data.get("claims"), data.get("runs", {})
-    if not isinstance(claims, dict) or not isinstance(runs, dict):
-        raise bad("'claims' and 'runs' must be objects")
-    for claim_id, claim in claims.items():
-        if not isinstance(claim, dict) or not isinstance(claim.get("stages"), dict):
-            raise bad(f"claim {claim_id!r} has no 'stages' object")
-        for key, entry in claim["stages"].items():
-            if not isinstance(entry, dict):
-                raise bad(f"claim {claim_id!r} stage {key!r} is not an object")
-            if entry.get("status") not in LEVELS:
-                raise bad(f"claim {claim_id!r} stage {key!r} has status {entry.get('status')!r}; "
-                          f"expected one of {list(LEVELS)}")
-            if not isinstance(entry.get("spec_hash"), str):
-                raise bad(f"claim {claim_id!r} stage {key!r} has no spec_hash")
-            if not isinstance(entry.get("test"), dict) or not isinstance(entry["test"].get("nodeid"), str):
-                raise bad(f"claim {claim_id!r} stage {key!r} has no test nodeid")
-    return data
-
-
-def load(path: Path) -> dict | None:
-    """The ledger at ``path``; None when there is none. Raises LedgerError for anything unreadable."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(f"the claim ledger {path} is not valid JSON ({exc}). It was not modified; fix it (or "
-                          f"restore it from version control, e.g. `git checkout -- {path}`) and run again.") from None
-    return validate(data, path)
-
-
 def dumps(ledger: dict) -> str:
     return json.dumps(_jsonable(ledger), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def markdown_path(path: Path) -> Path:
-    return Path(path).with_suffix(".md")
+def normalized(ledger: dict) -> dict:
+    """``ledger`` as its file would read back (JSON-native values), sealed with its digests."""
+    return seal(parse_json(dumps(ledger)))
+
+
+def write(path: Path, ledger: dict) -> None:
+    """Validate, seal, render and write ``ledger`` and its Markdown view (``ledger_schema.write_files``)."""
+    write_files(path, normalized(ledger))
+
+
+def prepare(ledger: dict, name: str = "mechclaim-ledger.json") -> tuple[str, str]:
+    """The JSON and Markdown texts ``write`` would write; LedgerError unless the ledger validates and renders."""
+    from .ledger_schema import render_files
+
+    return render_files(normalized(ledger), name)
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Comparison with the committed ledger
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def function_of(nodeid: str) -> str:
+    """The test's nodeid without its parametrization (``m.py::test_x[seed-1]`` -> ``m.py::test_x``)."""
+    head, sep, last = nodeid.rpartition("::")
+    return head + sep + last.split("[")[0]
 
 
 @dataclass(frozen=True)
@@ -290,6 +327,9 @@ class Change:
     new_status: str | None = None
     changed_parts: tuple[str, ...] = ()
     nodeid: str = ""
+    # Ledger stages (claim, key, nodeid) of the same module, test function or statement that vanished this run.
+    replaces: tuple[tuple[str, str, str], ...] = ()
+    held_by: str = ""  # a gone stage kept because the stage replacing it was refused
 
     @property
     def spec_changed(self) -> bool:
@@ -302,8 +342,29 @@ class Change:
 
     @property
     def needs_ack(self) -> bool:
-        """A status rise in the same run as a spec change: thresholds or data moved after seeing results?"""
-        return self.rise and self.spec_changed
+        """A status rise in the same run as a spec change (thresholds or data moved after seeing results?), or a
+        stage that enters or rises while a related one vanished (a rename or move that would drop its history)."""
+        return (self.rise and self.spec_changed) or (bool(self.replaces) and (self.kind == "new" or self.rise))
+
+    @property
+    def replaced(self) -> list[str]:
+        return [f"{c} [{k}] ({n})" for c, k, n in self.replaces]
+
+    def why(self) -> str:
+        """Why this change needs an acknowledgement, as a clause after "rose"/"entered" ("" when it does not)."""
+        reasons = []
+        if self.rise and self.spec_changed:
+            reasons.append(f"in the same run as a spec change ({', '.join(self.changed_parts)}): thresholds, data "
+                           "or controls moved after seeing results")
+        if self.replaces and (self.kind == "new" or self.rise):
+            reasons.append(f"in the same run as {', '.join(self.replaced)} vanished (same test module, test or "
+                           "statement): a renamed claim, a moved stage or a deleted entry must not carry a status "
+                           "into the ledger unacknowledged")
+        return "; ".join(reasons)
+
+    @property
+    def verb(self) -> str:
+        return "entered" if self.kind == "new" else "rose"
 
     def line(self) -> str:
         where = f"{self.claim} [{self.key}]"
@@ -316,6 +377,18 @@ class Change:
             return f"SPEC     {where}: status {self.new_status} unchanged{parts}"
         return f"CHANGED  {where}: {self.old_status} -> {self.new_status}{parts}"
 
+    def refusal(self) -> str:
+        where = f"{self.claim} [{self.key}]"
+        if self.kind == "gone" and self.held_by:
+            return (f"REFUSED  {where}: recorded {self.old_status}, no longer collected ({self.nodeid}); not pruned "
+                    f"while {self.held_by}, which replaces it, is refused")
+        if self.kind == "gone":
+            return (f"REFUSED  {where}: recorded {self.old_status}, no longer collected ({self.nodeid}); the ledger "
+                    "keeps it. Remove it with --mechclaim-update-ledger --mechclaim-prune-ledger")
+        old = self.old_status or "(new)"
+        return (f"REFUSED  {where}: {old} -> {self.new_status} {self.verb} {self.why()}. Acknowledge with "
+                f"--mechclaim-ack-spec-change={self.claim}:REASON")
+
 
 def compare(ledger: dict, records: Iterable[dict], inventory: set[tuple[str, str]], collected_modules: set[str],
             scope: Iterable[Path], rootdir: Path) -> list[Change]:
@@ -324,37 +397,42 @@ def compare(ledger: dict, records: Iterable[dict], inventory: set[tuple[str, str
     Only judged claim tests are compared. A ledger entry counts as gone only when this session looked where it
     lives: its module was collected and no longer holds that claim stage, or its file is missing under a path the
     session was asked to collect. Deselected stages (``-m heldout``) are still collected, so they are never gone.
+    A new or risen stage lists the ledger stages it may replace: those this session did not see at all (neither
+    judged nor collected) that share its module, its test function or its claim's statement.
     """
     claims = ledger["claims"]
+    records = sorted(records, key=lambda r: (r["claim"]["id"], r["key"]))
+    judged = {(r["claim"]["id"], r["key"]) for r in records}
+    vanished = [(claim_id, key, entry["test"]["nodeid"], claim.get("statement"))
+                for claim_id, claim in sorted(claims.items()) for key, entry in sorted(claim["stages"].items())
+                if (claim_id, key) not in judged and (claim_id, key) not in inventory]
     changes: list[Change] = []
-    judged = set()
-    for rec in sorted(records, key=lambda r: (r["claim"]["id"], r["key"])):
+    for rec in records:
         claim_id, key = rec["claim"]["id"], rec["key"]
-        judged.add((claim_id, key))
         old = claims.get(claim_id, {}).get("stages", {}).get(key)
         new_status = rec["verdict"]["status"]
+        nodeid = rec["nodeid"]
+        replaces = tuple((c, k, n) for c, k, n, statement in vanished
+                         if module_of(n) == module_of(nodeid) or function_of(n) == function_of(nodeid)
+                         or statement == rec["claim"].get("statement"))
         if old is None:
-            changes.append(Change("new", claim_id, key, None, new_status, nodeid=rec["nodeid"]))
+            changes.append(Change("new", claim_id, key, None, new_status, nodeid=nodeid, replaces=replaces))
             continue
         new_parts = rec["fingerprint"]["parts"]
         changed = tuple(sorted(p for p, h in new_parts.items() if old.get("spec_parts", {}).get(p) != h))
         if old["spec_hash"] != rec["fingerprint"]["hash"] and not changed:
             changed = ("spec_hash",)
         if old["status"] != new_status:
-            changes.append(Change("status", claim_id, key, old["status"], new_status, changed, rec["nodeid"]))
+            changes.append(Change("status", claim_id, key, old["status"], new_status, changed, nodeid, replaces))
         elif changed:
-            changes.append(Change("spec", claim_id, key, old["status"], new_status, changed, rec["nodeid"]))
+            changes.append(Change("spec", claim_id, key, old["status"], new_status, changed, nodeid))
     scope = [Path(s).resolve() for s in scope]
-    for claim_id, claim in sorted(claims.items()):
-        for key, entry in sorted(claim["stages"].items()):
-            if (claim_id, key) in judged or (claim_id, key) in inventory:
-                continue
-            nodeid = entry["test"]["nodeid"]
-            module = nodeid.split("::")[0]
-            file = (Path(rootdir) / module).resolve()
-            missing_in_scope = not file.exists() and any(file == s or s in file.parents for s in scope)
-            if module in collected_modules or missing_in_scope:
-                changes.append(Change("gone", claim_id, key, entry["status"], None, nodeid=nodeid))
+    for claim_id, key, nodeid, _ in vanished:
+        file = (Path(rootdir) / module_of(nodeid)).resolve()
+        missing_in_scope = not file.exists() and any(file == s or s in file.parents for s in scope)
+        if module_of(nodeid) in collected_modules or missing_in_scope:
+            changes.append(Change("gone", claim_id, key, claims[claim_id]["stages"][key]["status"], None,
+                                  nodeid=nodeid))
     return changes
 
 
@@ -366,9 +444,20 @@ class Applied:
     unused_acks: list[str] = field(default_factory=list)
 
 
+def _ack_entry(change: Change, reason: str, old: dict | None, entry: dict, run_info: dict) -> dict:
+    ack = {"reason": reason, "from_status": change.old_status, "to_status": change.new_status,
+           "from_spec_hash": old["spec_hash"] if old else None, "to_spec_hash": entry["spec_hash"],
+           "changed_parts": list(change.changed_parts), "run": run_info["run_id"], "date": run_info["date"]}
+    if change.replaces:
+        ack["replaces"] = change.replaced
+    return ack
+
+
 def apply(ledger: dict, changes: list[Change], records: Iterable[dict], run_info: dict,
-          acks: dict[str, str]) -> Applied:
-    """The updated ledger: changed and new stages recorded, gone ones removed, refused rises left as they were.
+          acks: dict[str, str], prune: bool = False) -> Applied:
+    """The updated ledger: changed and new stages recorded, refused ones left as they were, gone ones removed only
+    with ``prune`` (and kept while a stage that replaces them is refused: pruning first and adding later would
+    slip the replacement in without acknowledgement).
 
     Stages whose entry is unchanged (same status, spec, metrics, rows, outcome) keep their old run reference, so
     rerunning unchanged claims does not churn the file.
@@ -385,8 +474,7 @@ def apply(ledger: dict, changes: list[Change], records: Iterable[dict], run_info
         old_claim = claims.get(claim_id, {})
         old = old_claim.get("stages", {}).get(key)
         entry = stage_entry(rec, run_ref)
-        if old is not None:
-            entry["acknowledged_spec_changes"] = list(old.get("acknowledged_spec_changes", []))
+        entry["acknowledged_spec_changes"] = list(old.get("acknowledged_spec_changes", [])) if old else []
         if change is not None and change.needs_ack:
             reason = acks.get(claim_id)
             if not reason:
@@ -394,104 +482,38 @@ def apply(ledger: dict, changes: list[Change], records: Iterable[dict], run_info
                 continue
             used_acks.add(claim_id)
             out.acknowledged.append(change)
-            entry["acknowledged_spec_changes"].append({
-                "reason": reason, "from_status": change.old_status, "to_status": change.new_status,
-                "from_spec_hash": old["spec_hash"], "to_spec_hash": entry["spec_hash"],
-                "changed_parts": list(change.changed_parts), "run": run_info["run_id"], "date": run_info["date"]})
-        if not entry.get("acknowledged_spec_changes"):
-            entry.pop("acknowledged_spec_changes", None)
+            entry["acknowledged_spec_changes"].append(_ack_entry(change, reason, old, entry, run_info))
+        if not entry["acknowledged_spec_changes"]:
+            del entry["acknowledged_spec_changes"]
         if old is not None and comparable({"claims": {"c": {"stages": {"s": old}}}}) == \
                 comparable({"claims": {"c": {"stages": {"s": entry}}}}):
             continue
         stages = dict(old_claim.get("stages", {}))
         stages[key] = entry
         claims[claim_id] = _claim_block(rec["claim"], stages)
+    held = {(c, k): f"{r.claim} [{r.key}]" for r in out.refused for c, k, _ in r.replaces}
     for change in changes:
-        if change.kind == "gone":
-            stages = dict(claims[change.claim]["stages"])
-            del stages[change.key]
-            if stages:
-                claims[change.claim] = dict(claims[change.claim], stages=stages,
-                                            status=claim_status(stages),
-                                            **wording(Status.parse(claim_status(stages))))
-            else:
-                del claims[change.claim]
+        if change.kind != "gone":
+            continue
+        if not prune or (change.claim, change.key) in held:
+            out.refused.append(dataclasses.replace(change, held_by=held.get((change.claim, change.key), "")
+                                                   if prune else ""))
+            continue
+        stages = dict(claims[change.claim]["stages"])
+        del stages[change.key]
+        if stages:
+            claims[change.claim] = dict(claims[change.claim], stages=stages, status=claim_status(stages),
+                                        **wording(Status.parse(claim_status(stages))))
+        else:
+            del claims[change.claim]
     referenced = {e["run"]["id"] for c in claims.values() for e in c["stages"].values() if e.get("run")}
     runs = {k: v for k, v in new.get("runs", {}).items() if k in referenced}
     if run_info["run_id"] in referenced:
         runs[run_info["run_id"]] = {k: v for k, v in run_info.items() if k != "run_id"}
     new["runs"] = runs
+    out.ledger = normalized(new)
     out.unused_acks = sorted(set(acks) - used_acks)
     return out
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# The Markdown view
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
-
-
-def render_markdown(ledger: dict, json_name: str = "mechclaim-ledger.json") -> str:
-    claims = ledger["claims"]
-    lines = [
-        "# Claim ledger",
-        "",
-        f"Rendered from `{json_name}` by pytest-mechclaim. Do not edit either file by hand: "
-        "`pytest --mechclaim-update-ledger` rewrites both.",
-        "",
-        "| claim | status | claimed | stages |",
-        "|---|---|---|---|",
-    ]
-    for claim_id, c in sorted(claims.items()):
-        claimed = f"{c['claimed']}" + (" (planted false claim: expect rejected)" if c.get("expect") == "rejected" else "")
-        stages = ", ".join(f"{k}: {e['status']}" for k, e in sorted(c["stages"].items()))
-        lines.append(f"| [{claim_id}](#{claim_id.lower()}) | **{c['status']}** | {claimed} | {stages} |")
-    for claim_id, c in sorted(claims.items()):
-        lines += ["", f"## {claim_id}", "", f"> {c['statement']}", "",
-                  f"- status: **{c['status']}** (the weakest recorded stage)",
-                  f"- claimed: {c['claimed']}, expect {c.get('expect', 'supported')}"]
-        for key in ("model", "hook", "sae"):
-            if c.get(key):
-                lines.append(f"- {key}: `{c[key]}`")
-        if c.get("units"):
-            lines.append(f"- units: {', '.join(c['units'])}")
-        lines += ["", "| stage | status | test | failing gates | spec hash | run | date | commit |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for key, e in sorted(c["stages"].items()):
-            run = e.get("run", {})
-            commit = (run.get("commit") or "-")[:10]
-            lines.append(f"| {key} | {e['status']} | `{e['test']['nodeid']}` ({e['test']['outcome']}) | "
-                         f"{', '.join(e['failing_gates']) or '-'} | `{e['spec_hash']}` | `{run.get('id', '-')}` | "
-                         f"{run.get('date', '-')} | {commit} |")
-        gate_names = sorted({g for e in c["stages"].values() for g in e["metrics"]})
-        if gate_names:
-            keys = sorted(c["stages"])
-            lines += ["", "| gate | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-            for g in gate_names:
-                lines.append(f"| {g} | " + " | ".join(_cell(c["stages"][k]["metrics"].get(g)) for k in keys) + " |")
-        lines += ["", "Allowed wording: " + ", ".join(f'"{p}"' for p in c["allowed"]),
-                  "", "Forbidden wording: " + ", ".join(f'"{p}"' for p in c["forbidden"])]
-        acks = [(k, a) for k, e in sorted(c["stages"].items()) for a in e.get("acknowledged_spec_changes", [])]
-        if acks:
-            lines += ["", "Acknowledged spec changes (status rose while the spec changed):"]
-            lines += [f"- {k}: {a['from_status']} -> {a['to_status']} ({', '.join(a['changed_parts'])}), run "
-                      f"`{a['run']}` {a['date']}: {a['reason']}" for k, a in acks]
-    if ledger.get("runs"):
-        lines += ["", "## Runs", "", "| run | date | commit | dirty | python | torch | transformer-lens | sae-lens |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for run_id, r in sorted(ledger["runs"].items()):
-            v = r.get("versions", {})
-            lines.append(f"| `{run_id}` | {r.get('date', '-')} | {(r.get('commit') or '-')[:10]} | "
-                         f"{_cell(r.get('dirty'))} | {_cell(r.get('python'))} | {_cell(v.get('torch'))} | "
-                         f"{_cell(v.get('transformer-lens'))} | {_cell(v.get('sae-lens'))} |")
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -509,6 +531,7 @@ class Reconciliation:
     acknowledged: list[Change] = field(default_factory=list)
     unused_acks: list[str] = field(default_factory=list)
     written: bool = False
+    markdown_repaired: bool = False
 
     @property
     def failed(self) -> bool:
@@ -518,46 +541,93 @@ class Reconciliation:
 
     def to_dict(self) -> dict:
         change = lambda c: {"kind": c.kind, "claim": c.claim, "key": c.key, "old_status": c.old_status,
-                            "new_status": c.new_status, "changed_parts": list(c.changed_parts), "nodeid": c.nodeid}
+                            "new_status": c.new_status, "changed_parts": list(c.changed_parts), "nodeid": c.nodeid,
+                            "replaces": c.replaced}
         return {"ledger": str(self.path), "existed": self.existed, "update": self.update, "failed": self.failed,
-                "written": self.written, "changes": [change(c) for c in self.changes],
+                "written": self.written, "markdown_repaired": self.markdown_repaired,
+                "changes": [change(c) for c in self.changes],
                 "refused": [change(c) for c in self.refused], "acknowledged": [change(c) for c in self.acknowledged],
                 "unused_acks": self.unused_acks}
 
+    def lines(self, shown_path: str) -> list[str]:
+        """The terminal report of this reconciliation (the plugin adds problems and the run record)."""
+        lines: list[str] = []
+        if not self.existed and not self.update:
+            return [f"no claim ledger at {shown_path}: statuses were not compared. Record them with "
+                    "--mechclaim-update-ledger and commit the file."]
+        if self.update:
+            refused = {(c.claim, c.key): c for c in self.refused}
+            for c in self.changes:
+                lines.append(refused[(c.claim, c.key)].refusal() if (c.claim, c.key) in refused else c.line())
+            for c in self.acknowledged:
+                lines.append(f"ACK      {c.claim} [{c.key}]: {c.verb} {c.why()}: acknowledged and recorded")
+            for claim_id in self.unused_acks:
+                lines.append(f"note: --mechclaim-ack-spec-change for {claim_id} was not needed (no status rise "
+                             "with a spec change, no stage replacing a vanished one)")
+            if self.markdown_repaired:
+                lines.append(f"note: the Markdown view of {shown_path} was stale (an interrupted write?) and was "
+                             "rendered again")
+            lines.append(f"ledger {shown_path} " + ("updated" if self.written else "unchanged")
+                         + (f"; {len(self.refused)} change(s) refused" if self.refused else ""))
+            return lines
+        lines += [c.line() for c in self.changes]
+        for c in self.changes:
+            if c.needs_ack:
+                lines.append(f"  note: {c.claim} [{c.key}] {c.verb} {c.why()}; even --mechclaim-update-ledger "
+                             f"refuses it without --mechclaim-ack-spec-change={c.claim}:REASON")
+            elif c.kind == "gone":
+                lines.append(f"  note: --mechclaim-update-ledger removes {c.claim} [{c.key}] only with "
+                             "--mechclaim-prune-ledger")
+        if self.changes:
+            lines.append(f"{len(self.changes)} claim stage(s) differ from the ledger {shown_path}: run with "
+                         "--mechclaim-update-ledger to record them, then commit the ledger")
+        else:
+            lines.append(f"all judged claim stages match the ledger {shown_path}")
+        return lines
 
-def remove_stale_temp_files(path: Path) -> None:
-    """Temporary files of a writer that was killed before its ``os.replace`` (call only under the lock)."""
-    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
-    md = markdown_path(path)
-    for tmp in md.parent.glob(f".{md.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
 
-
-def reconcile(path: Path, lock_path: Path, records: list[dict], inventory: set[tuple[str, str]],
+def reconcile(path: Path, lock_path: Path | None, records: list[dict], inventory: set[tuple[str, str]],
               collected_modules: set[str], scope: Iterable[Path], rootdir: Path, update: bool,
-              acks: dict[str, str], run_info: dict, lock_timeout: float = 600.0) -> Reconciliation:
+              acks: dict[str, str], run_info: dict, lock_timeout: float = 600.0,
+              prune: bool = False) -> Reconciliation:
     """Compare the judged claim tests with the ledger and, with ``update``, write the new ledger atomically.
 
-    The whole read-compare-write happens under one file lock, so two sessions at once serialize instead of
-    losing each other's updates. A missing ledger is created only with ``update``; without it nothing is gated.
+    The whole read-compare-write of an update happens under one file lock beside the ledger (``lock_path``, None:
+    ``<ledger>.lock``), so two sessions at once serialize instead of losing each other's updates, whatever their
+    runs dirs. A comparison alone takes no lock (writes are atomic renames: a reader sees the old ledger or the new
+    one). A missing ledger is created only with ``update``; without it nothing is gated. I/O failures are a
+    LedgerError naming the path.
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
-    from .runs import atomic_write_text
-
-    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path), timeout=lock_timeout):
+    path = Path(path)
+    if not update:
         current = load(path)
-        result = Reconciliation(Path(path), existed=current is not None, update=update)
+        result = Reconciliation(path, existed=current is not None, update=False)
         result.changes = compare(current or empty_ledger(), records, inventory, collected_modules, scope, rootdir)
-        if not update:
-            return result
-        remove_stale_temp_files(path)
-        applied = apply(current or empty_ledger(), result.changes, records, run_info, acks)
-        result.refused, result.acknowledged, result.unused_acks = applied.refused, applied.acknowledged, applied.unused_acks
-        if current is None or dumps(applied.ledger) != dumps(current):
-            atomic_write_text(Path(path), dumps(applied.ledger), delay_env=True)
-            atomic_write_text(markdown_path(path), render_markdown(applied.ledger, Path(path).name))
-            result.written = True
         return result
+    check_writable(path)
+    lock_path = Path(lock_path) if lock_path is not None else lock_path_for(path)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path), timeout=lock_timeout):
+            current = load(path)
+            result = Reconciliation(path, existed=current is not None, update=True)
+            result.changes = compare(current or empty_ledger(), records, inventory, collected_modules, scope,
+                                     rootdir)
+            remove_stale_temp_files(path)
+            applied = apply(current or empty_ledger(), result.changes, records, run_info, acks, prune)
+            result.refused, result.acknowledged = applied.refused, applied.acknowledged
+            result.unused_acks = applied.unused_acks
+            if current is None or dumps(applied.ledger) != dumps(current):
+                write(path, applied.ledger)
+                result.written = True
+            elif not markdown_is_current(path, current):
+                write(path, current)
+                result.markdown_repaired = True
+            return result
+    except Timeout:
+        raise LedgerError(f"the claim ledger {path} is locked by another update (lock file {lock_path}) and stayed "
+                          f"locked for {lock_timeout:.0f} s; it was not updated") from None
+    except OSError as exc:
+        raise _io_error(path, "updated", exc) from None

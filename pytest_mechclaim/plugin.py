@@ -68,11 +68,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mechclaim-ledger", default=None, metavar="PATH",
                     help="the claim ledger (JSON, committed) to compare with. ini: mechclaim_ledger")
     group.addoption("--mechclaim-update-ledger", action="store_true", default=False,
-                    help="record new, changed and removed claim statuses in the ledger instead of failing")
+                    help="record new and changed claim statuses in the ledger instead of failing")
+    group.addoption("--mechclaim-prune-ledger", action="store_true", default=False,
+                    help="with --mechclaim-update-ledger: also remove ledger stages that are no longer collected "
+                         "(without it the update refuses to delete them)")
     group.addoption("--mechclaim-ack-spec-change", action="append", default=[], type=parse_ack,
                     metavar="CLAIM_ID:REASON",
                     help="allow CLAIM_ID's status to rise although its spec (thresholds, data, controls) changed in "
-                         "this run; the reason is stored in the ledger. Repeatable")
+                         "this run, or a stage of it to enter while a related ledger stage vanished (rename, moved "
+                         "stage); the reason is stored in the ledger. Repeatable")
     group.addoption("--mechclaim-runs-dir", default=None, metavar="DIR",
                     help="where run records are written. ini: mechclaim_runs_dir")
     group.addoption("--mechclaim-run-id", default=None, metavar="ID",
@@ -315,15 +319,20 @@ class ClaimSession:
                 self.run_id, self.run_dir = info["run_id"], Path(info["run_dir"])
             return
         self.ledger_path = _configured_path(config, "mechclaim_ledger", "mechclaim_ledger")
+        if config.getoption("mechclaim_prune_ledger") and not config.getoption("mechclaim_update_ledger"):
+            raise pytest.UsageError("--mechclaim-prune-ledger only works with --mechclaim-update-ledger")
         try:
             ledger_mod.load(self.ledger_path)  # a corrupt ledger stops the run before anything is judged
+            if config.getoption("mechclaim_update_ledger"):
+                ledger_mod.check_writable(self.ledger_path)  # before the claims run, not after
         except ledger_mod.LedgerError as exc:
             raise pytest.UsageError(str(exc)) from None
         runs_dir = _configured_path(config, "mechclaim_runs_dir", "mechclaim_runs_dir")
         self.provenance = provenance(config.rootpath)
         options = {name: config.getoption(name) for name in
                    ("mechclaim_device", "mechclaim_threads", "mechclaim_offline", "mechclaim_cache_dir",
-                    "mechclaim_update_ledger", "mechclaim_ack_spec_change", "mechclaim_run_id")}
+                    "mechclaim_update_ledger", "mechclaim_prune_ledger", "mechclaim_ack_spec_change",
+                    "mechclaim_run_id")}
         run_config = {
             "args": list(config.invocation_params.args), "invocation_dir": str(config.invocation_params.dir),
             "rootdir": str(config.rootpath), "inifile": str(config.inipath) if config.inipath else None,
@@ -339,7 +348,8 @@ class ClaimSession:
         except RunRecordError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.run_id, self.run_dir = run_id, self.run.path
-        self.lock_path = runs_dir / ".locks" / f"{self.ledger_path.name}-{ledger_mod.digest(str(self.ledger_path))}.lock"
+        # Beside the ledger, not in the runs dir: sessions with different --mechclaim-runs-dir share it.
+        self.lock_path = ledger_mod.lock_path_for(self.ledger_path)
 
     # -- collection inventory (before deselection; used to tell a deselected stage from a removed one) -----------
 
@@ -394,7 +404,8 @@ class ClaimSession:
                 self.reconciliation = ledger_mod.reconcile(
                     self.ledger_path, self.lock_path, judged, self.inventory, self.modules, self._scope(),
                     self.config.rootpath, self.config.getoption("mechclaim_update_ledger"),
-                    dict(self.config.getoption("mechclaim_ack_spec_change")), self._run_info())
+                    dict(self.config.getoption("mechclaim_ack_spec_change")), self._run_info(),
+                    prune=self.config.getoption("mechclaim_prune_ledger"))
                 check.update(self.reconciliation.to_dict())
             except ledger_mod.LedgerError as exc:
                 self.problems.append(str(exc))
@@ -442,39 +453,7 @@ class ClaimSession:
             lines.append(self.ledger_skipped)
         rec = self.reconciliation
         if rec is not None:
-            path = _display(rec.path, self.config)
-            if not rec.existed and not rec.update:
-                lines.append(f"no claim ledger at {path}: statuses were not compared. Record them with "
-                             "--mechclaim-update-ledger and commit the file.")
-            elif rec.update:
-                refused = {(c.claim, c.key) for c in rec.refused}
-                for c in rec.changes:
-                    if (c.claim, c.key) in refused:
-                        lines.append(f"REFUSED  {c.claim} [{c.key}]: {c.old_status} -> {c.new_status} in the same run "
-                                     f"as a spec change ({', '.join(c.changed_parts)}): thresholds, data or controls "
-                                     "moved after seeing results? Acknowledge with "
-                                     f"--mechclaim-ack-spec-change={c.claim}:REASON")
-                    else:
-                        lines.append(c.line())
-                for c in rec.acknowledged:
-                    lines.append(f"ACK      {c.claim} [{c.key}]: rise with spec change acknowledged and recorded")
-                for claim_id in rec.unused_acks:
-                    lines.append(f"note: --mechclaim-ack-spec-change for {claim_id} was not needed (no status rise "
-                                 "with a spec change)")
-                lines.append(f"ledger {path} " + ("updated" if rec.written else "unchanged")
-                             + (f"; {len(rec.refused)} change(s) refused" if rec.refused else ""))
-            else:
-                lines += [c.line() for c in rec.changes]
-                for c in rec.changes:
-                    if c.needs_ack:
-                        lines.append(f"  note: {c.claim} [{c.key}] rose while its spec changed; even "
-                                     "--mechclaim-update-ledger refuses it without "
-                                     f"--mechclaim-ack-spec-change={c.claim}:REASON")
-                if rec.changes:
-                    lines.append(f"{len(rec.changes)} claim stage(s) differ from the ledger {path}: run with "
-                                 "--mechclaim-update-ledger to record them, then commit the ledger")
-                else:
-                    lines.append(f"all judged claim stages match the ledger {path}")
+            lines += rec.lines(_display(rec.path, self.config))  # the wording lives with the rules (ledger.py)
         lines.append(f"run record: {_display(self.run.path, self.config)}")
         return lines
 

@@ -81,6 +81,50 @@ def atomic_write_text(path: Path, text: str, delay_env: bool = False) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), delay_env=delay_env)
 
 
+def atomic_write_texts(files: list[tuple[Path, str]], delay_env: bool = False) -> None:
+    """Write several files that belong together (the ledger and its Markdown view): every temporary file is
+    written and fsynced first, so nothing is moved into place unless all of them could be written; then they are
+    moved in the given order, back to back. Each writer removes only its own temporary files."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        if delay_env and os.environ.get(WRITE_DELAY_ENV):
+            import time
+
+            time.sleep(float(os.environ[WRITE_DELAY_ENV]))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        for parent in {path.parent for _, path in temps}:
+            _fsync_dir(parent)
+    except BaseException:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the renames durable (a power cut after ``os.replace`` must not bring the old file back)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

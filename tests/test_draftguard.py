@@ -10,6 +10,8 @@ import pytest
 from pytest_mechclaim import draftguard, ledger as L
 from pytest_mechclaim.status import Status
 
+from .test_ledger import fake, ledger_with
+
 
 def claim(status: Status) -> dict:
     return {"statement": "s", "claimed": "candidate", "expect": "supported", "status": status.label,
@@ -68,7 +70,9 @@ def test_unknown_and_malformed_tags_and_code_blocks():
 
 def test_cli_exit_status_and_messages(tmp_path):
     ledger_path = tmp_path / "mechclaim-ledger.json"
-    ledger_path.write_text(L.dumps(LEDGER))
+    # A recorded (schema-valid, sealed) ledger with the same statuses as LEDGER.
+    L.write(ledger_path, ledger_with(fake("ind", status="candidate"), fake("decoy", status="falsified"),
+                                     fake("top", status="strong")))
     clean, dirty = tmp_path / "clean.md", tmp_path / "dirty.md"
     clean.write_text("# Results\n\nCandidate evidence that L1H0 copies tokens [claim:ind].\n")
     dirty.write_text("# Results\n\nThe decoy head shows suggestive evidence\nof induction [claim:decoy].\n")
@@ -82,6 +86,9 @@ def test_cli_exit_status_and_messages(tmp_path):
     ledger_path.write_text("{broken")
     broken = run("clean.md")
     assert broken.returncode == 2 and "is not valid JSON" in broken.stderr
+    ledger_path.write_text(L.dumps(LEDGER))  # a hand-written ledger with no digests or stages: not trusted
+    unsealed = run("clean.md")
+    assert unsealed.returncode == 2 and "is malformed" in unsealed.stderr and "Traceback" not in unsealed.stderr
     assert run("--ledger", "none.json", "clean.md").returncode == 2
 
 

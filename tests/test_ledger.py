@@ -156,7 +156,10 @@ def test_gone_only_where_the_session_looked(tmp_path):
     assert gone(inventory=set(), collected_modules=set(), scope=[tmp_path / "sub"]) == [("deleted", "heldout")]
     assert gone(inventory=set(), collected_modules=set(), scope=[tmp_path / "elsewhere"]) == []
     changes = L.compare(ledger, [], set(), {"test_kept.py"}, [tmp_path], tmp_path)
-    assert L.apply(ledger, changes, [], RUN, {}).ledger["claims"] == {}
+    assert L.apply(ledger, changes, [], RUN, {}, prune=True).ledger["claims"] == {}
+    # Without prune the update deletes nothing and refuses both removals.
+    kept = L.apply(ledger, changes, [], RUN, {})
+    assert set(kept.ledger["claims"]) == {"kept", "deleted"} and [c.kind for c in kept.refused] == ["gone", "gone"]
 
 
 def test_results_lost_between_worker_and_controller_are_named():
@@ -187,10 +190,12 @@ def test_metrics_are_rounded_so_the_ledger_does_not_diff_on_float_noise():
 
 @pytest.mark.parametrize("text, message", [
     ("{not json", "is not valid JSON"),
-    ('{"schema": "other/2", "claims": {}}', "schema is 'other/2'"),
-    ('{"schema": "pytest-mechclaim/ledger/1", "claims": {"c": {}}}', "claim 'c' has no 'stages' object"),
-    ('{"schema": "pytest-mechclaim/ledger/1", "claims": {"c": {"stages": {"s": {"status": "candidate"}}}}}',
-     "has no spec_hash"),
+    ('{"schema": "other/2", "claims": {}}', "schema is 'other/2'; this version of pytest-mechclaim reads only "
+                                            "'pytest-mechclaim/ledger/2'"),
+    ('{"schema": "pytest-mechclaim/ledger/1", "claims": {}}', "reads only 'pytest-mechclaim/ledger/2'"),
+    ('{"schema": "pytest-mechclaim/ledger/2", "claims": {"c": {}}, "runs": {}, "claims_digest": "x"}',
+     "claim 'c' 'statement': Field required"),
+    ('{"schema": "pytest-mechclaim/ledger/2", "claims": {}, "runs": {}}', "'claims_digest': Field required"),
 ])
 def test_malformed_ledgers_are_rejected_with_the_reason(tmp_path, text, message):
     path = tmp_path / "ledger.json"
@@ -233,3 +238,78 @@ def test_entry_changes_are_detected_field_by_field():
     weaker = L.stage_entry(record(evidence=rows(0.5, 0.45)), {"id": "r1", "date": "d", "commit": None})
     assert weaker["failing_gates"] == ["specificity_gap"]
     assert json.loads(json.dumps(weaker)) == weaker
+
+
+# -- renames, moves and deletions (synthetic payloads: the rules read statuses and nodeids, not gates) -------------
+
+
+def fake(claim_id="c", key="heldout", status="insufficient", spec="h1", nodeid=None, statement="s", gates=None):
+    """A judged claim test's payload with a given status and spec hash (no gates run)."""
+    return {"claim": {"id": claim_id, "statement": statement, "level": "insufficient", "expect": "supported"},
+            "stage": key, "key": key, "nodeid": nodeid or f"test_m.py::test_{key}", "outcome": "passed",
+            "verdict": {"status": status, "gates": [{"name": "g", "value": 0.25, "passed": True}],
+                        "row_accounting": {"n_rows": 8}},
+            "fingerprint": {"hash": spec, "parts": {"gates": spec},
+                            "inputs": {"gates": gates if gates is not None else {"g": {"min": 0.5}}}}}
+
+
+def step(ledger, recs, inventory, modules=("test_m.py",), acks=None, prune=True, scope=()):
+    changes = L.compare(ledger, recs, set(inventory), set(modules), list(scope), ".")
+    return changes, L.apply(ledger, changes, recs, dict(RUN, run_id="r2"), acks or {}, prune=prune)
+
+
+def test_a_renamed_claim_needs_an_acknowledgement_and_keeps_the_old_stage_until_given_one():
+    ledger = ledger_with(fake("old", status="falsified"))
+    renamed = fake("new", status="candidate")  # same test, new id, better evidence
+    changes, applied = step(ledger, [renamed], {("new", "heldout")})
+    (new,) = [c for c in changes if c.kind == "new"]
+    assert new.needs_ack and new.replaced == ["old [heldout] (test_m.py::test_heldout)"]
+    assert [(c.kind, c.claim) for c in applied.refused] == [("new", "new"), ("gone", "old")]
+    assert "not pruned while new [heldout], which replaces it, is refused" in applied.refused[1].refusal()
+    assert set(applied.ledger["claims"]) == {"old"}  # pruning first would let the rename in on the next run
+    _, acked = step(ledger, [renamed], {("new", "heldout")}, acks={"new": "renamed: old id was a typo"})
+    assert set(acked.ledger["claims"]) == {"new"} and not acked.refused
+    (ack,) = acked.ledger["claims"]["new"]["stages"]["heldout"]["acknowledged_spec_changes"]
+    assert (ack["from_status"], ack["to_status"], ack["from_spec_hash"]) == (None, "candidate", None)
+    assert ack["replaces"] == ["old [heldout] (test_m.py::test_heldout)"]
+
+
+def test_a_stage_moved_to_another_marker_needs_an_acknowledgement():
+    ledger = ledger_with(fake(key="heldout", status="falsified"))
+    moved = fake(key="replication", status="candidate", nodeid="test_m.py::test_heldout")
+    changes, applied = step(ledger, [moved], {("c", "replication")})
+    assert [c.claim for c in applied.refused if c.kind == "new"] == ["c"]
+    assert "vanished (same test module, test or statement)" in applied.refused[0].refusal()
+
+
+def test_a_new_claim_with_a_vanished_claims_statement_needs_an_acknowledgement_even_from_another_module():
+    ledger = ledger_with(fake("old", nodeid="test_gone.py::test_heldout", statement="L1H0 copies tokens"))
+    same = fake("new", nodeid="test_other.py::test_heldout", statement="L1H0 copies tokens", status="candidate")
+    changes, _ = step(ledger, [same], {("new", "heldout")}, modules=("test_other.py",))
+    assert [c.kind for c in changes] == ["new"] and changes[0].needs_ack  # old's module not looked at: not gone
+    other = fake("new", nodeid="test_other.py::test_heldout", statement="L2H1 suppresses", status="candidate")
+    changes, applied = step(ledger, [other], {("new", "heldout")}, modules=("test_other.py",))
+    assert not changes[0].needs_ack and not applied.refused and set(applied.ledger["claims"]) == {"old", "new"}
+
+
+def test_a_rise_while_a_sibling_stage_vanished_needs_an_acknowledgement_and_a_plain_rise_does_not():
+    ledger = ledger_with(fake(key="heldout", status="falsified"), fake(key="replication", status="falsified"))
+    rise = fake(key="heldout", status="candidate")
+    changes, applied = step(ledger, [rise], {("c", "heldout")})
+    assert {(c.kind, c.key) for c in applied.refused} == {("status", "heldout"), ("gone", "replication")}
+    changes, applied = step(ledger, [rise], {("c", "heldout"), ("c", "replication")})
+    assert not applied.refused and applied.ledger["claims"]["c"]["stages"]["heldout"]["status"] == "candidate"
+
+
+def test_thresholds_are_stored_readably_and_a_moved_floor_shows_in_the_diff():
+    before = ledger_with(fake(gates={"positive_share": {"min": 0.5}}))
+    entry = before["claims"]["c"]["stages"]["heldout"]
+    assert entry["thresholds"] == {"positive_share": {"min": 0.5}}
+    _, applied = step(before, [fake(spec="h2", gates={"positive_share": {"min": 0.99}})], {("c", "heldout")})
+    diff = [line for line in L.dumps(applied.ledger).splitlines() if '"min"' in line]
+    assert diff == ['              "min": 0.99']
+    assert "- heldout: positive\\_share min 0.99" in L.render_markdown(applied.ledger)
+    # Gate calls as the fingerprint hashes them (a list) read the same; no gate inputs, no thresholds key.
+    assert L.thresholds_of([{"gate": "g", "thresholds": {"min": 1}}, {"gate": "g", "thresholds": {"min": 2}}]) == {
+        "g": {"min": 1}, "g#2": {"min": 2}}
+    assert "thresholds" not in ledger_with(fake(gates={}))["claims"]["c"]["stages"]["heldout"]

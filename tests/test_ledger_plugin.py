@@ -1,7 +1,8 @@
 """The ledger seen from pytest: snapshot gating, update, refused rises, selection, xdist, run records, crash safety.
 
 Claim modules here record synthetic rows (no torch), so every inner run is quick. Numbers are chosen so a status
-changes while the claim's test still passes (level="insufficient"), isolating the ledger's own verdict on the run.
+changes while the claim's test still passes (a planted false claim, expect="rejected", passes as falsified or as
+insufficient), isolating the ledger's own verdict on the run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def rows(families, seeds):
 
 
 pytestmark = pytest.mark.claim("{claim}", statement="L1H0 moves the target more than its controls",
-                               level="insufficient")
+                               level="insufficient", expect="rejected")
 
 
 @pytest.mark.replication
@@ -50,9 +51,10 @@ def test_heldout(mechclaim):
     mechclaim.gate.specificity_gap(ev, min=MIN)
     mechclaim.gate.collateral_ratio(ev)
 '''
-# gap 0.8 > 0.1: candidate. gap 0.05 < 0.1: insufficient (same spec, other numbers).
+# Controls below the target: insufficient (the policy caps synthetic rows there). Controls above: falsified (same spec,
+# other numbers).
 STRONG_ROWS = dict(target=0.9, control=0.1, min=0.1)
-WEAK_ROWS = dict(target=0.5, control=0.45, min=0.1)
+WEAK_ROWS = dict(target=0.1, control=0.9, min=0.1)
 
 
 @pytest.fixture
@@ -94,11 +96,11 @@ def test_without_a_ledger_nothing_is_gated_and_update_creates_it(project, pytest
 
     result = pytester.runpytest("--mechclaim-update-ledger")
     assert result.ret == pytest.ExitCode.OK
-    shows(result.stdout, 'NEW      claim-a [heldout]: candidate', 'ledger mechclaim-ledger.json updated')
+    shows(result.stdout, 'NEW      claim-a [heldout]: insufficient', 'ledger mechclaim-ledger.json updated')
     ledger = read_ledger(pytester)
     claim = ledger["claims"]["claim-a"]
-    assert claim["status"] == "candidate" and set(claim["stages"]) == {"heldout", "replication"}
-    assert "strong evidence" in claim["forbidden"] and "candidate evidence" in claim["allowed"]
+    assert claim["status"] == "insufficient" and set(claim["stages"]) == {"heldout", "replication"}
+    assert "strong evidence" in claim["forbidden"] and "insufficient evidence" in claim["allowed"]
     entry = claim["stages"]["heldout"]
     assert entry["metrics"]["specificity_gap"] == pytest.approx(0.8)
     assert entry["run"]["id"] in ledger["runs"] and ledger["runs"][entry["run"]["id"]]["versions"]["pytest"]
@@ -114,17 +116,17 @@ def test_status_change_fails_the_run_until_the_ledger_is_updated(project, pytest
     assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
     before = (pytester.path / "mechclaim-ledger.json").read_text()
 
-    project(**WEAK_ROWS)  # same spec, weaker evidence: candidate -> insufficient, the claim's test still passes
+    project(**WEAK_ROWS)  # same spec, weaker evidence: insufficient -> falsified, the claim's test still passes
     result = pytester.runpytest()
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    shows(result.stdout, 'mechclaim ledger: FAILED', 'CHANGED  claim-a [heldout]: candidate -> insufficient', 'CHANGED  claim-a [replication]: candidate -> insufficient', '2 claim stage(s) differ from the ledger', '--mechclaim-update-ledger')
+    shows(result.stdout, 'mechclaim ledger: FAILED', 'CHANGED  claim-a [heldout]: insufficient -> falsified', 'CHANGED  claim-a [replication]: insufficient -> falsified', '2 claim stage(s) differ from the ledger', '--mechclaim-update-ledger')
     assert (pytester.path / "mechclaim-ledger.json").read_text() == before
 
     result = pytester.runpytest("--mechclaim-update-ledger")
     assert result.ret == pytest.ExitCode.OK
-    assert stage_status(pytester) == "insufficient"
-    assert read_ledger(pytester)["claims"]["claim-a"]["status"] == "insufficient"
+    assert stage_status(pytester) == "falsified"
+    assert read_ledger(pytester)["claims"]["claim-a"]["status"] == "falsified"
     assert "candidate evidence" in read_ledger(pytester)["claims"]["claim-a"]["forbidden"]
     assert pytester.runpytest().ret == pytest.ExitCode.OK
 
@@ -132,35 +134,36 @@ def test_status_change_fails_the_run_until_the_ledger_is_updated(project, pytest
 def test_threshold_change_with_a_status_rise_is_refused_unless_acknowledged(project, pytester):
     project(**WEAK_ROWS)
     assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
-    assert stage_status(pytester) == "insufficient"
+    assert stage_status(pytester) == "falsified"
 
-    project(**dict(WEAK_ROWS, min=0.01))  # lower the bar after seeing gap 0.05: insufficient -> candidate
+    project(**dict(STRONG_ROWS, min=0.01))  # lower the bar in the run the evidence improved: falsified -> insufficient
     result = pytester.runpytest("--mechclaim-update-ledger")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    shows(result.stdout, 'REFUSED  claim-a [heldout]: insufficient -> candidate in the same run as a spec change (gates)', '--mechclaim-ack-spec-change=claim-a:REASON')
-    assert stage_status(pytester) == "insufficient"
+    shows(result.stdout, 'REFUSED  claim-a [heldout]: falsified -> insufficient rose in the same run as a spec change (gates)', '--mechclaim-ack-spec-change=claim-a:REASON')
+    assert stage_status(pytester) == "falsified"
 
     without_update = pytester.runpytest()
     assert without_update.ret == pytest.ExitCode.TESTS_FAILED
-    shows(without_update.stdout, 'CHANGED  claim-a [heldout]: insufficient -> candidate (spec changed: gates)', 'rose while its spec changed')
+    shows(without_update.stdout, 'CHANGED  claim-a [heldout]: falsified -> insufficient (spec changed: gates)',
+          'rose in the same run as a spec change')
 
     result = pytester.runpytest("--mechclaim-update-ledger",
                                 "--mechclaim-ack-spec-change=claim-a:preregistered 0.01 in docs/prereg.md")
     assert result.ret == pytest.ExitCode.OK
     shows(result.stdout, 'ACK      claim-a [heldout]')
     entry = read_ledger(pytester)["claims"]["claim-a"]["stages"]["heldout"]
-    assert entry["status"] == "candidate"
+    assert entry["status"] == "insufficient"
     (ack,) = entry["acknowledged_spec_changes"]
     assert ack["reason"] == "preregistered 0.01 in docs/prereg.md"
-    assert (ack["from_status"], ack["to_status"], ack["changed_parts"]) == ("insufficient", "candidate", ["gates"])
+    assert (ack["from_status"], ack["to_status"], ack["changed_parts"]) == ("falsified", "insufficient", ["gates"])
 
 
 def test_a_status_drop_with_a_spec_change_is_recorded_without_acknowledgement(project, pytester):
     project()
     pytester.runpytest("--mechclaim-update-ledger")
-    project(**dict(STRONG_ROWS, min=5.0))  # a stricter bar: candidate -> insufficient
+    project(**dict(WEAK_ROWS, min=5.0))  # a stricter bar and worse evidence: insufficient -> falsified
     assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
-    assert stage_status(pytester) == "insufficient"
+    assert stage_status(pytester) == "falsified"
 
 
 def test_malformed_ack_is_a_usage_error(project, pytester):
@@ -187,8 +190,15 @@ def test_only_claims_that_ran_are_compared_and_removed_ones_are_reported(project
     (pytester.path / "test_claim_a.py").unlink()
     result = pytester.runpytest("-m", "replication")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    shows(result.stdout, 'GONE     claim-a [heldout]: recorded candidate, no longer collected (test_claim_a.py::test_heldout)', 'GONE     claim-a [replication]', 'GONE     claim-b [heldout]')
-    assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
+    shows(result.stdout, 'GONE     claim-a [heldout]: recorded insufficient, no longer collected (test_claim_a.py::test_heldout)', 'GONE     claim-a [replication]', 'GONE     claim-b [heldout]')
+    # An update alone deletes nothing: removing recorded stages takes --mechclaim-prune-ledger.
+    before = read_ledger(pytester)
+    refused = pytester.runpytest("--mechclaim-update-ledger")
+    assert refused.ret == pytest.ExitCode.TESTS_FAILED
+    shows(refused.stdout, 'REFUSED  claim-a [heldout]: recorded insufficient, no longer collected',
+          'the ledger keeps it. Remove it with --mechclaim-update-ledger --mechclaim-prune-ledger')
+    assert read_ledger(pytester)["claims"] == before["claims"]
+    assert pytester.runpytest("--mechclaim-update-ledger", "--mechclaim-prune-ledger").ret == pytest.ExitCode.OK
     claims = read_ledger(pytester)["claims"]
     assert set(claims) == {"claim-b"} and set(claims["claim-b"]["stages"]) == {"replication"}
 
@@ -199,7 +209,7 @@ def test_a_new_claim_fails_a_gated_run(project, pytester):
     project("claim-c")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    shows(result.stdout, 'NEW      claim-c [heldout]: candidate (not in the ledger)')
+    shows(result.stdout, 'NEW      claim-c [heldout]: insufficient (not in the ledger)')
 
 
 def test_two_tests_on_one_claim_stage_are_a_collection_error(pytester):
@@ -216,8 +226,8 @@ def test_two_tests_on_one_claim_stage_are_a_collection_error(pytester):
             pass
     ''')
     result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    shows(result.stderr, "test_b and test_a are both stage 'heldout' of claim 'dup'")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error of test_dup.py
+    shows(result.stdout, "test_b and test_a are both stage 'heldout' of claim 'dup'")
 
 
 def test_corrupt_ledger_is_a_clear_error_and_is_never_overwritten(project, pytester):
@@ -230,12 +240,15 @@ def test_corrupt_ledger_is_a_clear_error_and_is_never_overwritten(project, pytes
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         shows(result.stderr, 'the claim ledger ', 'mechclaim-ledger.json is not valid JSON', 'It was not modified')
         assert path.read_text() == corrupt
-    path.write_text(json.dumps({"schema": "pytest-mechclaim/ledger/1",
-                                "claims": {"claim-a": {"stages": {"heldout": {"status": "great"}}}}}))
+    assert not list((pytester.path / ".mechclaim" / "runs").glob("*"))
+    path.unlink()
+    assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
+    data = json.loads(path.read_text())
+    data["claims"]["claim-a"]["stages"]["heldout"]["status"] = "great"
+    path.write_text(json.dumps(ledger_mod.seal(data)))  # digests match: the schema has to catch it
     result = pytester.runpytest("--mechclaim-update-ledger")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    shows(result.stderr, "claim 'claim-a' stage 'heldout' has status 'great'")
-    assert not list((pytester.path / ".mechclaim" / "runs").glob("*"))
+    shows(result.stderr, "claim 'claim-a' stage 'heldout' 'status': Input should be 'blocked', 'falsified'")
 
 
 def test_run_records_are_complete_and_never_overwritten(project, pytester):
@@ -279,7 +292,7 @@ def test_xdist_and_serial_runs_write_identical_ledgers(project, pytester):
     serial, parallel = ledgers
     assert serial["runs"].keys() != parallel["runs"].keys()
     assert ledger_mod.comparable(serial) == ledger_mod.comparable(parallel)
-    assert len(serial["claims"]) == 4 and serial["claims"]["claim-d"]["status"] == "insufficient"
+    assert len(serial["claims"]) == 4 and serial["claims"]["claim-d"]["status"] == "falsified"
     # The xdist run's evidence was written by the workers, one directory per claim test.
     run_dir = pytester.path / ".mechclaim" / "runs" / next(iter(parallel["runs"]))
     assert len(list(run_dir.glob("claims/*/*/rows.jsonl"))) == 8
@@ -292,7 +305,7 @@ def test_xdist_and_serial_runs_write_identical_ledgers(project, pytester):
     result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "-m", "replication")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.stdout.str().count("GONE") == 1
-    shows(result.stdout, "GONE     claim-b [heldout]: recorded candidate, no longer collected")
+    shows(result.stdout, "GONE     claim-b [heldout]: recorded insufficient, no longer collected")
 
 
 def _spawn(pytester, *args, delay: str | None = None) -> subprocess.Popen:
@@ -332,11 +345,15 @@ def test_sigkill_inside_the_ledger_write_leaves_the_old_ledger_and_an_incomplete
     run = json.loads((pytester.path / ".mechclaim" / "runs" / "killed" / "run.json").read_text())
     assert run["status"] == "incomplete" and run["finished_at"] is None
 
-    # The next run cleans the dead writer's temporary file and records the change.
+    # The next run records the change. It leaves the dead writer's fresh temporary files alone (no writer removes
+    # another's; only temps older than STALE_TEMP_SECONDS are removed) and the ledger and its view agree.
+    left = sorted(pytester.path.glob(".mechclaim-ledger.*.tmp"))
+    assert [p.name.split(".")[2] for p in left] == ["json", "md"]
     result = pytester.runpytest("--mechclaim-update-ledger")
     assert result.ret == pytest.ExitCode.OK
-    assert stage_status(pytester) == "insufficient"
-    assert not list(pytester.path.glob(".mechclaim-ledger.json.*.tmp"))
+    assert stage_status(pytester) == "falsified"
+    assert sorted(pytester.path.glob(".mechclaim-ledger.*.tmp")) == left
+    assert ledger_mod.markdown_is_current(path, ledger_mod.load(path))
 
 
 def test_concurrent_updates_serialize_on_the_lock(project, pytester):
@@ -354,7 +371,7 @@ def test_concurrent_updates_serialize_on_the_lock(project, pytester):
     first.stdout.close()
     second.stdout.close()
     claims = read_ledger(pytester)["claims"]
-    assert claims["claim-a"]["status"] == claims["claim-b"]["status"] == "insufficient"
+    assert claims["claim-a"]["status"] == claims["claim-b"]["status"] == "falsified"
 
 
 ABORTING_TEST = '''
