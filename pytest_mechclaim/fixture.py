@@ -61,10 +61,10 @@ class GateRunner:
             raise AttributeError(f"no gate named {name!r}; gates: {', '.join(dir(self))}")
 
         def run(rows: Iterable | None = None, **thresholds) -> GateResult:
-            rows = self._claim.recorded_input(name, rows)
+            rows, all_rows = self._claim.recorded_input(name, rows)
             self._claim.note_call(name, fn, thresholds)
             result = fn(rows, **thresholds)
-            self._claim.add_author_call(AuthorCall(name, dict(thresholds), result))
+            self._claim.add_author_call(AuthorCall(name, dict(thresholds), result, all_rows))
             return result
 
         run.__name__ = name
@@ -152,12 +152,13 @@ class MechClaim:
         self.artifacts["empirical_null"] = {"n": len(values), "search_size": search_size,
                                             "finite": all(math.isfinite(v) for v in values), **about}
 
-    def recorded_input(self, gate: str, rows) -> list:
-        """The rows gate ``gate`` reads: the recorded ones by default; a given collection must be recorded rows."""
+    def recorded_input(self, gate: str, rows) -> tuple[list, bool]:
+        """(the rows gate ``gate`` reads, whether they are all the recorded rows of their kind): the recorded ones by
+        default; a given collection must consist of recorded rows."""
         kind = {"baseline_calibration": "baseline", "metric_calibration": "metric"}.get(gate, "rows")
         store = {"rows": self.rows, "baseline": self.baseline_rows, "metric": self.metric_rows}[kind]
         if rows is None:
-            return list(store)
+            return list(store), True
         rows = list(rows)
         unrecorded = [r for r in rows if id(r) not in self._ids[kind]]
         if unrecorded:
@@ -165,7 +166,7 @@ class MechClaim:
             raise UnrecordedRowsError(
                 f"gate {gate} was given {len(unrecorded)} of {len(rows)} rows that this claim never recorded: "
                 f"record them first with mechclaim.{method}(...); the verdict reads recorded rows only")
-        return rows
+        return rows, {id(r) for r in rows} == self._ids[kind]
 
     def attach(self, name: str, value) -> None:
         """Keep a JSON-able *result* with the claim (a calibration table, a feature rationale ...): reported and

@@ -135,6 +135,7 @@ class AuthorCall:
     function: str
     thresholds: dict
     result: GateResult
+    all_rows: bool = False  # it read every recorded row of its kind (not a subset the author chose)
 
 
 def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCall] = (),
@@ -148,7 +149,10 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
     support = {"kind": kind, "n_supporting": len(target), "n_control_units": len(controls),
                "n_context": len(context),
                "context_by_scope": dict(sorted(Counter(r.scope for r in context).items()))}
-    author_results = [c.result for c in author] + list(custom)
+    # An author call of a gate the policy requires, on all recorded rows, is the policy's own run (its thresholds
+    # feed the policy, see effective_thresholds); a call on a chosen subset, or of another gate, is an added check.
+    required = {l.gate for l in policy.lines_for(kind, stage, spec.level.label)}
+    author_results = [c.result for c in author if not (c.all_rows and c.result.name in required)] + list(custom)
     caps: list[tuple[Status, str]] = []
     if not (recorded.rows or recorded.baseline or recorded.metric):
         caps.append((Status.BLOCKED, "no recorded rows: record evidence with mechclaim.record(...) (baseline or "
@@ -255,7 +259,9 @@ def run_line(line, kwargs: dict, inputs: dict, direction: str) -> GateResult | D
         else:
             source = inputs["target"] + inputs["controls"] if line.reads == "rows" else inputs[line.reads]
             result = fn(list(source), **kwargs)
-    except (ValueError, TypeError) as exc:  # includes a gate's threshold validation error
+    except gate_module.GateThresholdError as exc:  # the gate refuses the policy's own floor: a policy/gate mismatch
+        return Debt(line.gate, "floor_not_applicable", f"{line.function} refuses the policy's arguments: {exc}")
+    except (ValueError, TypeError) as exc:
         return GateResult(line.gate, False, None, None, "policy", Status.BLOCKED,
                           f"the policy line could not run: {type(exc).__name__}: {exc}")
     return dataclasses.replace(result, details=dict(result.details, run_by="policy"))
