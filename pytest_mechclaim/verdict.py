@@ -94,8 +94,8 @@ def decide(gates: Sequence[GateResult], rows: Sequence[EvidenceRow] = (), debts:
            support: dict | None = None, check_strong_requires: bool = True) -> Verdict:
     gates, debts = tuple(gates), tuple(debts)
     accounting = account_rows(rows)
-    caps: list[tuple[Status, str]] = list(extra_caps)
-    if not gates:
+    caps: list[tuple[Status, str]] = []
+    if not gates and not any(c == Status.BLOCKED for c, _ in extra_caps):  # a blocked input says why already
         caps.append((Status.BLOCKED, "no gate ran: a claim with no evidence gate is not a pass"))
     if rows and accounting["n_ok"] == 0:
         caps.append((Status.BLOCKED, f"all {accounting['n_rows']} evidence rows were skipped or invalid: "
@@ -107,6 +107,7 @@ def decide(gates: Sequence[GateResult], rows: Sequence[EvidenceRow] = (), debts:
         if g.caps_at < Status.STRONG:
             caps.append((g.caps_at, f"{g.name}: {g.reason}"))
     caps += [(d.caps_at, d.line()) for d in debts]
+    caps += list(extra_caps)  # after the gates': a gate that blocks says more than "no recorded rows"
     strong_gates = {g.name for g in gates if g.name in STRONG_REQUIRES}
     missing = [n for n in STRONG_REQUIRES if n not in strong_gates]
     if missing and check_strong_requires:
