@@ -351,5 +351,24 @@ NEEDS = {
 }
 
 
+def main(argv=None) -> int:
+    """``python -m pytest_mechclaim.policy``: the whole table; ``... KIND STAGE LEVEL`` (stage ``unstaged`` for none):
+    the lines one claim stage must pass."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print(DEFAULT_POLICY.markdown())
+        return 0
+    if len(args) != 3 or args[0] not in KINDS or args[2] not in ("insufficient", "candidate", "strong"):
+        print(f"usage: python -m pytest_mechclaim.policy [KIND STAGE LEVEL]; kinds {list(KINDS)}", file=sys.stderr)
+        return 2
+    stage = None if args[1] == "unstaged" else args[1]
+    for l in DEFAULT_POLICY.lines_for(args[0], stage, args[2]):
+        floors = ", ".join(f"{k}={v!r}" for k, v in l.floors + l.fixed) or "gate defaults"
+        print(f"{l.gate}: {floors}" + (f"; needs {', '.join(l.needs)}" if l.needs else "") + f"  [{l.source}]")
+    return 0
+
+
 if __name__ == "__main__":
-    print(DEFAULT_POLICY.markdown())
+    raise SystemExit(main())

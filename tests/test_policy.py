@@ -92,6 +92,15 @@ def test_the_policy_prints_as_one_markdown_table():
     assert out.count("\n| ") == len(LINES) + 1
 
 
+def test_the_policy_prints_the_lines_of_one_claim_stage():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest_mechclaim.policy", *a], capture_output=True,
+                                    text=True)
+    out = run("head", "heldout", "candidate").stdout.splitlines()
+    assert out[0].startswith("signed_effect: min=0.0") and any(l.startswith("intervention_replication:") for l in out)
+    assert len(out) == len(DEFAULT_POLICY.lines_for("head", "heldout", "candidate"))
+    assert run("neuron", "heldout", "candidate").returncode == 2
+
+
 def test_lines_depend_on_kind_stage_and_level():
     names = lambda kind, stage, level: {l.gate for l in DEFAULT_POLICY.lines_for(kind, stage, level)}
     assert "intervention_replication" in names("head", "heldout", "candidate")
