@@ -79,18 +79,19 @@ def test_fingerprint_names_the_part_that_moved():
     # digits differ between thread counts (a fresh clone's serial run vs the ledger's -n 2 run).
     assert moved(results={"baseline_table": [{"margin": 0.1234567891}]}) == set()
     assert moved(statement="L1H0 is the induction head") == {"claim"}
-    assert moved(stage="replication") == {"claim"}
+    assert moved(stage="replication") == {"claim", "policy"}  # the evidence policy applied depends on the stage
 
 
 def test_effective_thresholds_include_defaults():
     """A gate called with its default spelled out is the same spec; a default that moves is not."""
     spec = parse_claim_marker(("c",), {"statement": "s"})
     implicit, explicit, moved = MechClaim(spec), MechClaim(spec), MechClaim(spec)
-    implicit.gate.collateral_ratio(rows())
-    explicit.gate.collateral_ratio(rows(), max=1.0, strong_max=0.5)
-    moved.gate.collateral_ratio(rows(), strong_max=0.6)
-    assert implicit.gate_calls == explicit.gate_calls == [
-        {"gate": "collateral_ratio", "thresholds": {"max": 1.0, "strong_max": 0.5}}]
+    implicit.gate.collateral_ratio(implicit.record(rows()))
+    explicit.gate.collateral_ratio(explicit.record(rows()), max=1.0, strong_max=0.5)
+    moved.gate.collateral_ratio(moved.record(rows()), strong_max=0.6)
+    assert implicit.gate_calls == explicit.gate_calls
+    (call,) = implicit.gate_calls
+    assert call["gate"] == "collateral_ratio" and {"max": 1.0, "strong_max": 0.5}.items() <= call["thresholds"].items()
     assert moved.gate_calls != implicit.gate_calls
 
 
@@ -105,19 +106,19 @@ def test_unchanged_claim_has_no_change_and_keeps_its_run_reference():
 
 
 def test_status_change_and_spec_change_are_separate_kinds():
-    ledger = ledger_with(record())
-    (change,) = L.compare(ledger, [record(evidence=rows(0.5, 0.45))], set(), set(), [], ".")
+    ledger = ledger_with(fake(status="candidate"))
+    (change,) = L.compare(ledger, [fake(status="insufficient")], set(), set(), [], ".")
     assert (change.kind, change.old_status, change.new_status, change.changed_parts) == (
         "status", "candidate", "insufficient", ())
     assert not change.needs_ack
-    (spec_only,) = L.compare(ledger, [record(min_gap=0.2)], set(), set(), [], ".")
+    (spec_only,) = L.compare(ledger, [fake(status="candidate", spec="h2")], set(), set(), [], ".")
     assert (spec_only.kind, spec_only.changed_parts) == ("spec", ("gates",))
 
 
 def test_rise_with_spec_change_is_refused_then_recorded_with_its_reason():
-    ledger = ledger_with(record(evidence=rows(0.5, 0.45)))
+    ledger = ledger_with(fake(status="insufficient"))
     assert ledger["claims"]["c"]["status"] == "insufficient"
-    rerun = record(evidence=rows(0.5, 0.45), min_gap=0.01)
+    rerun = fake(status="candidate", spec="h2")  # the bar moved in the run the status rose
     changes = L.compare(ledger, [rerun], set(), set(), [], ".")
     assert changes[0].needs_ack
     refused = L.apply(ledger, changes, [rerun], dict(RUN, run_id="r2"), {})
@@ -136,7 +137,7 @@ def test_unused_acknowledgements_are_reported():
 
 
 def test_claim_status_is_its_weakest_stage():
-    ledger = ledger_with(record(stage="replication"), record(stage="heldout", evidence=rows(0.1, 0.9)))
+    ledger = ledger_with(fake(key="replication", status="candidate"), fake(key="heldout", status="falsified"))
     claim = ledger["claims"]["c"]
     assert claim["stages"]["replication"]["status"] == "candidate"
     assert claim["stages"]["heldout"]["status"] == "falsified"
