@@ -25,7 +25,7 @@ from . import ledger as ledger_mod
 from .fixture import MechClaim
 from .report import claim_report, table
 from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now, write_claim_test, write_json
-from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker
+from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker, spec_differences
 from .status import Status
 
 PAYLOAD_KEY = "mechclaim"
@@ -40,6 +40,7 @@ spec_key = pytest.StashKey[ClaimSpec]()
 stage_key = pytest.StashKey["str | None"]()
 handle_key = pytest.StashKey[MechClaim]()
 ledger_key_key = pytest.StashKey[str]()
+collection_key = pytest.StashKey["ClaimCollection"]()
 WORKER_INPUT_KEY = "mechclaim_run"
 WORKER_OUTPUT_KEY = "mechclaim"
 
@@ -127,15 +128,36 @@ def pytest_configure(config: pytest.Config) -> None:
     session.start_run()
 
 
+def _where(node) -> str:
+    if isinstance(node, pytest.Module):
+        return f"module {node.name}"
+    if isinstance(node, pytest.Class):
+        return f"class {node.name}"
+    return "the test itself" if isinstance(node, pytest.Item) else node.nodeid
+
+
 def _claim_marker_problem(item: pytest.Item) -> str | None:
-    markers = list(item.iter_markers("claim"))
-    if not markers:
+    marked = list(item.iter_markers_with_node("claim"))
+    if not marked:
         return None
-    # The closest marker wins (a test may refine its module's claim); more than one on one node is ambiguous.
-    try:
-        item.stash[spec_key] = parse_claim_marker(markers[0].args, markers[0].kwargs)
-    except ClaimSpecError as exc:
-        return str(exc)
+    # One claim per test: a test may repeat its module's or class's claim marker, never change it (the ledger keeps
+    # one spec per claim id: a refined marker would silently stand for every stage of the claim).
+    specs = []
+    for node, mark in marked:
+        try:
+            specs.append((node, parse_claim_marker(mark.args, mark.kwargs)))
+        except ClaimSpecError as exc:
+            return str(exc) + (f" (the claim marker on {_where(node)})" if len(marked) > 1 else "")
+    (first_node, spec), rest = specs[0], specs[1:]
+    for node, other in rest:
+        if other != spec:
+            where = f"on {_where(first_node)}" + ("" if node is first_node else f" and on {_where(node)}")
+            return (f"{item.name} has claim markers that disagree, {where} ({'; '.join(spec_differences(spec, other))})"
+                    ": one claim marker per test; drop one or make them the same spec")
+    item.stash[spec_key] = spec
+    problem = check_spec(spec, item.config.stash.get(policy_key, DEFAULT_POLICY))
+    if problem:
+        return problem
     stages = [s for s in STAGES if item.get_closest_marker(s) is not None]
     if len(stages) > 1:
         return f"claim test {item.name} has several stage markers {stages}; a test is one stage of its claim"
@@ -154,30 +176,68 @@ def ledger_key(item: pytest.Item) -> str:
     return "+".join(stages) + (f"[{callspec.id}]" if callspec is not None else "")
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    problems: list[str] = []
-    claim_files: dict[str, str] = {}
-    claim_keys: dict[tuple[str, str], str] = {}
-    for item in items:
-        problem = _claim_marker_problem(item)
-        path = item.path.relative_to(config.rootpath) if item.path.is_relative_to(config.rootpath) else item.path
-        if problem:
-            problems.append(f"{path}: {problem}")
-            continue
-        spec = item.stash.get(spec_key, None)
-        if spec is None:
-            continue
-        first = claim_files.setdefault(spec.id, str(path))
-        if first != str(path):
-            problems.append(f"{path}: claim id {spec.id!r} is already declared in {first}; claim ids must be unique")
-        key = item.stash[ledger_key_key]
-        other = claim_keys.setdefault((spec.id, key), item.nodeid)
-        if other != item.nodeid:
-            problems.append(f"{path}: {item.name} and {other.rpartition('::')[2]} are both stage {key!r} of claim "
-                            f"{spec.id!r}; the ledger records one status per claim stage: give each its own stage "
-                            "marker or parametrize one test")
+class ClaimCollection:
+    """The claims collection has seen so far, across every collector of the session: claim id -> (file, node id,
+    spec) and (claim id, ledger key) -> node id."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, tuple[str, str, ClaimSpec]] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+
+    def problems(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+        problems: list[str] = []
+        for item in items:
+            path = item.path.relative_to(config.rootpath) if item.path.is_relative_to(config.rootpath) else item.path
+            problem = _claim_marker_problem(item)
+            if problem:
+                problems.append(f"{path}: {problem}")
+                continue
+            spec = item.stash.get(spec_key, None)
+            if spec is None:
+                continue
+            first_path, first_node, first_spec = self.claims.setdefault(spec.id, (str(path), item.nodeid, spec))
+            if first_path != str(path):
+                problems.append(f"{path}: claim id {spec.id!r} is already declared in {first_path}; claim ids must "
+                                "be unique")
+            elif first_spec != spec:
+                problems.append(f"{path}: claim {spec.id!r} has conflicting specs in {item.nodeid.split('::', 1)[-1]} "
+                                f"and {first_node.split('::', 1)[-1]} ({'; '.join(spec_differences(spec, first_spec))})"
+                                ": one claim id has one spec")
+            key = item.stash[ledger_key_key]
+            other = self.keys.setdefault((spec.id, key), item.nodeid)
+            if other != item.nodeid:
+                problems.append(f"{path}: {item.name} and {other.rpartition('::')[2]} are both stage {key!r} of claim "
+                                f"{spec.id!r}; the ledger records one status per claim stage: give each its own stage "
+                                "marker or parametrize one test")
+        return list(dict.fromkeys(problems))
+
+
+def _claim_collection(config: pytest.Config) -> ClaimCollection:
+    return config.stash.setdefault(collection_key, ClaimCollection())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    # Claim markers are checked as each collector's items arrive, so a malformed one fails that file's collection:
+    # the same clear error serially and in an xdist worker (where a UsageError raised while collecting is an
+    # INTERNALERROR on the controller).
+    report = yield
+    items = [n for n in report.result if isinstance(n, pytest.Item)] if report.passed else []
+    problems = _claim_collection(collector.config).problems(collector.config, items) if items else []
     if problems:
-        raise pytest.UsageError("malformed claim marker(s):\n  " + "\n  ".join(dict.fromkeys(problems)))
+        report.outcome = "failed"
+        report.longrepr = "malformed claim marker(s):\n  " + "\n  ".join(problems)
+        report.result = []
+    return report
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The collect reports checked every collected item; an item without a stashed spec whose claim marker came later
+    # (another plugin's add_marker) is checked here, where a UsageError is the only way left to refuse it.
+    late = [item for item in items if spec_key not in item.stash and item.get_closest_marker("claim") is not None]
+    problems = _claim_collection(config).problems(config, late) if late else []
+    if problems:
+        raise pytest.UsageError("malformed claim marker(s):\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -81,6 +82,13 @@ class ClaimSpec:
         return out
 
 
+def spec_differences(a: ClaimSpec, b: ClaimSpec) -> list[str]:
+    """The fields two claim specs disagree on, as ``field: a_value != b_value``."""
+    shown = lambda v: repr(v.label) if isinstance(v, Status) else repr(v)
+    return [f"{f.name}: {shown(getattr(a, f.name))} != {shown(getattr(b, f.name))}"
+            for f in dataclasses.fields(ClaimSpec) if getattr(a, f.name) != getattr(b, f.name)]
+
+
 def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
     """Build a ClaimSpec from ``claim(*args, **kwargs)``; raise ClaimSpecError naming the problem."""
     if len(args) != 1:
@@ -97,7 +105,9 @@ def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
     if unknown:
         raise ClaimSpecError(f"claim {claim_id!r}: unknown marker arguments {unknown}; allowed: {list(ALLOWED_KWARGS)}")
     statement = kwargs.get("statement")
-    if not isinstance(statement, str) or not statement.strip():
+    if statement is not None and not isinstance(statement, str):
+        raise ClaimSpecError(f"claim {claim_id!r}: statement must be a string, got {statement!r}")
+    if not statement or not statement.strip():
         raise ClaimSpecError(f"claim {claim_id!r}: statement= is required (what the claim asserts, in one sentence)")
     level_raw = kwargs.get("level", "candidate")
     try:
@@ -111,11 +121,13 @@ def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
     if expect not in EXPECTATIONS:
         raise ClaimSpecError(f"claim {claim_id!r}: expect must be one of {list(EXPECTATIONS)}, got {expect!r}")
     units = kwargs.get("units", ())
-    if isinstance(units, str) or not all(isinstance(u, str) for u in units):
-        raise ClaimSpecError(f"claim {claim_id!r}: units must be a list of strings, got {units!r}")
+    # A list or tuple only: a set or dict has no order (the spec hash would vary), None or a number is a typo.
+    if not isinstance(units, (list, tuple)) or not all(isinstance(u, str) and u.strip() for u in units):
+        raise ClaimSpecError(f"claim {claim_id!r}: units must be a list of non-empty strings (e.g. ['L1H0']), "
+                             f"got {units!r}")
     for key in ("model", "hook", "sae"):
-        if kwargs.get(key) is not None and not isinstance(kwargs[key], str):
-            raise ClaimSpecError(f"claim {claim_id!r}: {key} must be a string, got {kwargs[key]!r}")
+        if kwargs.get(key) is not None and (not isinstance(kwargs[key], str) or not kwargs[key].strip()):
+            raise ClaimSpecError(f"claim {claim_id!r}: {key} must be a non-empty string, got {kwargs[key]!r}")
     requires = kwargs.get("requires", ())
     if isinstance(requires, str) or not isinstance(requires, (list, tuple)) or \
             not all(r in REQUIREMENTS for r in requires):
