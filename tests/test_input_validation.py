@@ -432,3 +432,23 @@ def test_a_malformed_marker_is_the_same_collection_error_under_xdist(pytester):
         assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR)
     assert serial.ret == pytest.ExitCode.INTERRUPTED
     parallel.assert_outcomes(passed=1, errors=1)  # xdist still runs the files that collected
+
+
+LATE_MARKER_CONFTEST = '''
+import pytest
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.claim("late", statement="s", level={level!r}))
+'''
+
+
+@pytest.mark.parametrize("level, malformed", [("certain", True), ("candidate", False)])
+def test_a_claim_marker_added_after_collection_is_checked_too(pytester, level, malformed):
+    pytester.makeconftest(LATE_MARKER_CONFTEST.format(level=level))
+    result = collect(pytester, test_late="def test_a(mechclaim):\n    pass\n")
+    if malformed:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*malformed claim marker(s):*", "*test_late.py: claim 'late': unknown level*"])
+    else:
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
