@@ -23,6 +23,7 @@ import pytest
 
 from . import ledger as ledger_mod
 from .fixture import MechClaim
+from .policy import DEFAULT_POLICY, Policy, PolicyError, check_spec, policy_from_lines
 from .report import claim_report, table
 from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now, write_claim_test, write_json
 from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker, spec_differences
@@ -39,10 +40,15 @@ session_key = pytest.StashKey["ClaimSession"]()
 spec_key = pytest.StashKey[ClaimSpec]()
 stage_key = pytest.StashKey["str | None"]()
 handle_key = pytest.StashKey[MechClaim]()
+policy_key = pytest.StashKey[Policy]()
 ledger_key_key = pytest.StashKey[str]()
 collection_key = pytest.StashKey["ClaimCollection"]()
 WORKER_INPUT_KEY = "mechclaim_run"
 WORKER_OUTPUT_KEY = "mechclaim"
+
+
+class ClaimNotJudged(Exception):
+    """A claim test that never used the mechclaim fixture: there is nothing to judge, and that is not a pass."""
 
 
 class ClaimVerdictFailure(Exception):
@@ -89,6 +95,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mechclaim_runs_dir", "where run records are written, relative to the ini file",
                   default=".mechclaim/runs")
     parser.addini("mechclaim_figures", "draw a figure (PNG) for every claim test's report", type="bool", default=True)
+    parser.addini("mechclaim_policy_tighten", "evidence policy tightenings, one a line: 'gate.arg = value' raises a "
+                  "floor, a bare gate name requires that gate (python -m pytest_mechclaim.policy prints the policy)",
+                  type="linelist", default=[])
 
 
 def parse_ack(text: str) -> tuple[str, str]:
@@ -120,6 +129,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # these notices, nothing else.
     for message in KNOWN_DEPRECATIONS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
+    try:
+        config.stash[policy_key] = policy_from_lines(config.getini("mechclaim_policy_tighten"))
+    except PolicyError as exc:
+        raise pytest.UsageError(f"mechclaim_policy_tighten: {exc}") from None
     session = ClaimSession(config)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "mechclaim-session")
@@ -247,7 +260,8 @@ def mechclaim(request: pytest.FixtureRequest, record_property) -> MechClaim:
     spec = item.stash.get(spec_key, None)
     if spec is None:
         raise pytest.UsageError(f"{item.nodeid}: the mechclaim fixture needs a claim marker on the test or module")
-    handle = MechClaim(spec, item.stash.get(stage_key, None), item.nodeid)
+    handle = MechClaim(spec, item.stash.get(stage_key, None), item.nodeid,
+                       policy=item.config.stash.get(policy_key, DEFAULT_POLICY))
     item.stash[handle_key] = handle
     return handle
 
@@ -256,6 +270,10 @@ def mechclaim(request: pytest.FixtureRequest, record_property) -> MechClaim:
 def pytest_runtest_call(item: pytest.Item):
     result = yield
     handle = item.stash.get(handle_key, None)
+    if handle is None and item.stash.get(spec_key, None) is not None:
+        # A claim test that never asked for its evidence handle recorded nothing: passing it would be a silent pass.
+        raise ClaimNotJudged(f"{item.nodeid} carries claim {item.stash[spec_key].id!r} but never used the mechclaim "
+                             "fixture: a claim test must record its evidence with mechclaim.record(...)")
     if handle is not None:
         verdict = handle.verdict()
         spec = handle.spec
@@ -289,6 +307,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             "outcome": report.outcome,
             "verdict": handle.verdict().to_dict() if handle is not None and handle.concluded else None,
             "artifacts": handle.artifacts if handle is not None else {},
+            # The claim's evidence debts (policy.py), for the ledger: what it could not show, or waived.
+            "debts": (handle.verdict().to_dict()["debts"] if handle is not None and handle.concluded else []),
         }
         if payload["verdict"] is None:
             payload["error"] = (f"{call.excinfo.typename}: {call.excinfo.value}"[:500] if call.excinfo
@@ -340,7 +360,9 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
         verdict, skipped = rec["verdict"], rec["outcome"] == "skipped"
         # A skipped claim (its model cannot be had here) has no verdict, and is neither an error nor a pass.
         status = verdict["status"] if verdict else "skipped" if skipped else "error"
-        failing = ", ".join(g["name"] for g in verdict["gates"] if not g["passed"]) if verdict else rec.get("error", "")
+        failing = ", ".join([g["name"] for g in verdict["gates"] if not g["passed"]]
+                            + [f"debt:{d['gate']}" for d in verdict.get("debts", [])]) if verdict \
+            else rec.get("error", "")
         claimed = "rejected" if rec["claim"]["expect"] == "rejected" else rec["claim"]["level"]
         test = "ok" if rec["outcome"] == "passed" else "skip" if skipped else "FAIL"
         rows.append([rec["claim"]["id"], rec["stage"] or "-", claimed, status, test, failing or "-"])

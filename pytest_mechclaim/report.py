@@ -34,8 +34,24 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def gate_table(gates: tuple[GateResult, ...]) -> list[str]:
     rows = [[g.name, _fmt(g.value), f"{g.comparison} {_fmt(g.threshold)}", "pass" if g.passed else "FAIL",
-             g.caps_at.label if g.caps_at.label != "strong" else "-"] for g in gates]
-    return table(["gate", "value", "threshold", "result", "caps at"], rows)
+             g.caps_at.label if g.caps_at.label != "strong" else "-", g.details.get("run_by", "author")]
+            for g in gates]
+    return table(["gate", "value", "threshold", "result", "caps at", "run by"], rows)
+
+
+def policy_lines(policy: dict, debts) -> list[str]:
+    """The evidence policy as applied to this claim stage, and the debts it left (verdict.Debt or their dicts)."""
+    if not policy:
+        return []
+    debts = [d if isinstance(d, dict) else d.to_dict() for d in debts]
+    gates = ", ".join(f"{l['gate']}" + (f"({', '.join(f'{k}={v!r}' for k, v in l['floors'].items())})"
+                                       if l["floors"] else "") for l in policy.get("lines", []))
+    lines = [f"policy: kind {policy['kind']}, stage {policy['stage'] or 'unstaged'}, level {policy['level']}, "
+             f"direction {policy['direction']}; requires {gates or 'nothing'}"]
+    if policy.get("tightenings"):
+        lines.append(f"  project tightenings: {', '.join(policy['tightenings'])}")
+    lines += [f"  DEBT {d['gate']} ({d['kind']}): {d['reason']}" for d in debts]
+    return lines
 
 
 def _row_line(row: dict) -> str:
@@ -59,6 +75,8 @@ def claim_report(spec: ClaimSpec, stage: str | None, verdict: Verdict, nodeid: s
         "why:" if verdict.reasons else "why: every gate passed",
     ]
     lines += [f"  - {r}" for r in verdict.reasons]
+    if verdict.policy:
+        lines += ["", *policy_lines(verdict.policy, verdict.debts)]
     lines += ["", *gate_table(verdict.gates)]
     acc = verdict.row_accounting
     if acc:
@@ -321,11 +339,25 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
         return "\n".join(lines)
     lines += ["## Verdict", ""]
     lines += [f"- {md_text(r)}" for r in verdict["reasons"]] or ["- every gate passed"]
+    if verdict.get("policy"):
+        pol = verdict["policy"]
+        lines += ["", "## Evidence policy", "",
+                  f"Kind {md_code(pol['kind'])}, stage {md_code(pol['stage'] or 'unstaged')}, level "
+                  f"{md_code(pol['level'])}, direction {md_code(pol['direction'])}"
+                  + (f"; project tightenings: {md_text(', '.join(pol['tightenings']))}"
+                     if pol.get("tightenings") else "") + ".", ""]
+        lines += _md_table(["required gate", "floors", "needs", "source"],
+                           [[l["gate"], ", ".join(f"{k}={v!r}" for k, v in {**l["floors"], **l["fixed"]}.items()),
+                             ", ".join(l["needs"]), l["source"]] for l in pol.get("lines", [])])
+        lines += ["", f"### Debts ({len(verdict.get('debts', []))}; each caps the verdict at insufficient)", ""]
+        lines += (_md_table(["gate", "kind", "reason"], [[d["gate"], d["kind"], d["reason"]]
+                                                         for d in verdict["debts"]])
+                  if verdict.get("debts") else ["None."])
     lines += ["", "## Gates", ""]
-    lines += _md_table(["gate", "value", "threshold", "result", "caps at", "reason"],
+    lines += _md_table(["gate", "value", "threshold", "result", "caps at", "run by", "reason"],
                        [[g["name"], g["value"], f"{g['comparison']} {_fmt(g['threshold'])}",
                          "pass" if g["passed"] else "**FAIL**", g["caps_at"] if g["caps_at"] != "strong" else "-",
-                         g["reason"]] for g in verdict["gates"]])
+                         g.get("details", {}).get("run_by", "author"), g["reason"]] for g in verdict["gates"]])
     acc = verdict.get("row_accounting") or {}
     if acc:
         lines += ["", f"Rows: {acc['n_rows']} total, {acc['n_ok']} ok, {acc['n_invalid']} invalid, "
