@@ -152,8 +152,8 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
                "context_by_scope": dict(sorted(Counter(r.scope for r in context).items()))}
     # An author call of a gate the policy requires, on all recorded rows, is the policy's own run (its thresholds
     # feed the policy, see effective_thresholds); a call on a chosen subset, or of another gate, is an added check.
-    required = {l.gate for l in policy.lines_for(kind, stage, spec.level.label)}
-    author_results = [c.result for c in author if not (c.all_rows and c.result.name in required)] + list(custom)
+    required = {l.gate: l for l in policy.lines_for(kind, stage, spec.level.label)}
+    author_results = [c.result for c in author if not _stands_for_policy_run(c, required)] + list(custom)
     caps: list[tuple[Status, str]] = []
     if not (recorded.rows or recorded.baseline or recorded.metric):
         caps.append((Status.BLOCKED, "no recorded rows: record evidence with mechclaim.record(...) (baseline or "
@@ -198,6 +198,16 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
     gates = tuple(results) + tuple(extra)
     return decide(gates, recorded.rows, debts, caps, applied, support,
                   check_strong_requires=spec.level == Status.STRONG and stage != policy_mod.CALIBRATION)
+
+
+def _stands_for_policy_run(call: AuthorCall, required: dict) -> bool:
+    """An author call is the policy's own run when it read every recorded row and gave only thresholds (or the line's
+    fixed arguments): the policy adopts its stricter thresholds. Any other argument (``families=``, a different
+    ``denominator_floor``) makes it a separate check, kept because it can only lower the verdict."""
+    line = required.get(call.result.name)
+    if line is None or not call.all_rows:
+        return False
+    return all(policy_mod.threshold_direction(arg) is not None or arg in dict(line.fixed) for arg in call.thresholds)
 
 
 def _no_support_reason(spec, kind: str, n_rows: int, support: dict) -> str:

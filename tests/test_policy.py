@@ -174,6 +174,17 @@ def test_an_author_gate_on_a_chosen_subset_is_an_added_check_that_can_only_lower
     assert any(g.name == "specificity_gap" and "run_by" not in g.details and not g.passed for g in verdict.gates)
 
 
+def test_an_author_call_with_a_stricter_non_threshold_argument_is_kept_as_a_check():
+    spec = parse_claim_marker(("c",), {"statement": "s", "sae": "x", "units": ["top"]})
+    handle = MechClaim(spec, "discovery")
+    handle.record(paired_rows(0.9, 0.1) + paired_rows(0.05, 0.1, unit_set="random_seed_7"))
+    baseline = handle.record_baseline([BaselineRow(f"t{i}", "f1", 0.5) for i in range(10)])
+    handle.gate.baseline_calibration(baseline, families=["f1", "f2"], min_per_family=5)  # f2 has no task
+    verdict = handle.verdict()
+    assert verdict.status == Status.BLOCKED  # calibration failed for f2: the family may not be dropped
+    assert any(g.name == "baseline_calibration" and "run_by" not in g.details for g in verdict.gates)
+
+
 def test_gates_refuse_rows_that_were_never_recorded():
     handle = MechClaim(head_spec(), "replication")
     recorded = handle.record(full_head_evidence())
