@@ -452,3 +452,36 @@ def test_a_claim_marker_added_after_collection_is_checked_too(pytester, level, m
         result.stderr.fnmatch_lines(["*malformed claim marker(s):*", "*test_late.py: claim 'late': unknown level*"])
     else:
         assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+
+
+IDENTICAL_CLAIM = '''
+import dataclasses
+import pytest
+from pytest_mechclaim.engine import head_evidence
+from pytest_mechclaim.groundtruth import build_induction_model, induction_tasks
+from pytest_mechclaim.tasks import Task
+
+pytestmark = pytest.mark.claim("same", statement="s", units=["L1H0"], level="insufficient")
+
+def test_same(mechclaim):
+    tasks = induction_tasks(0, n_per_family=2)
+    if {identical}:
+        tasks = [Task(dataclasses.replace(t.pair, corrupt=t.pair.clean), t.controls) for t in tasks]
+    rows = mechclaim.record(head_evidence(build_induction_model(), tasks, ["L1H0"], ("clean_to_corrupt",)))
+    mechclaim.gate.specificity_gap(rows)
+'''
+
+
+@pytest.mark.parametrize("identical", [True, False])
+def test_a_claim_on_identical_prompts_is_blocked_not_failed_by_a_task_error(pytester, identical):
+    pytester.makeini("[pytest]\nstrict = true\nmechclaim_figures = false\n")
+    pytester.makepyfile(test_same=IDENTICAL_CLAIM.format(identical=identical))
+    result = pytester.runpytest("-v")
+    out = result.stdout.str()
+    assert "TaskError" not in out
+    if identical:
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(["*test_same BLOCKED*"])
+        assert "all 8 evidence rows were skipped or invalid: {'clean_equals_corrupt': 8}" in out
+    else:
+        assert "BLOCKED" not in out and "clean_equals_corrupt" not in out, out
