@@ -1,3 +1,4 @@
-"""Repository-level fixtures: the models, SAEs and task banks in fixtures/ are available to claims/ and tests/."""
+"""Repository-level fixtures particular to this repository's claims and tests (fixtures/); the models, SAEs,
+runtime and generic task banks come from the installed plugin (entry point ``mechclaim-fixtures``)."""
 
-pytest_plugins = ["fixtures.models", "fixtures.saes", "fixtures.banks"]
+pytest_plugins = ["fixtures.saes", "fixtures.banks"]

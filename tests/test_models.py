@@ -189,7 +189,6 @@ HUB_CLAIM = textwrap.dedent('''
 
 
 def test_fixture_turns_an_unavailable_hub_model_into_a_skip_with_the_reason(pytester):
-    pytester.makeconftest('pytest_plugins = ["fixtures.models"]')
     pytester.makepyfile(test_hub=HUB_CLAIM)
     result = pytester.runpytest("--mechclaim-offline", "-rs", *INNER_ARGS)
     result.assert_outcomes(skipped=1)
@@ -234,7 +233,6 @@ RUNTIME_PROBE = textwrap.dedent('''
 ])
 def test_runtime_reads_options_and_ini_and_applies_threads(pytester, args, ini, threads, cache, offline):
     before = torch.get_num_threads()
-    pytester.makeconftest('pytest_plugins = ["fixtures.models"]')
     pytester.makeini("[pytest]\n" + ini)
     pytester.makepyfile(test_runtime=RUNTIME_PROBE.format(threads=threads, cache=cache, offline=offline))
     try:

@@ -1,0 +1,240 @@
+"""The plugin's own fixtures (entry point ``mechclaim-fixtures``), seen from an empty project: only the installed
+plugin, none of this repository's files (pytester projects do not see the repo's conftest.py)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+import transformer_lens  # noqa: F401  (imported here: inner sessions drop modules they import, and datasets,
+#                          which TL imports, cannot register its pyarrow types twice in one process)
+
+from pytest_mechclaim.fixtures.runtime import spread_device
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+# The inner sessions run in this process, where pytest_mechclaim is already imported (and so not rewritten).
+INNER_ARGS = ("-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+
+def run(pytester: pytest.Pytester, *args: str):
+    return pytester.runpytest(*args, *INNER_ARGS)
+
+
+# ------------------------------------------------------------------------------------- fixtures, markers, README
+PLUGIN_FIXTURES = {
+    "mechclaim_runtime": "Under pytest-xdist with k CUDA devices",
+    "mechclaim_models": "groundtruth:induction",
+    "smollm2": "SmolLM2-135M-Instruct",
+    "groundtruth_model": "hand-set induction model",
+    "mechclaim_saes": "mechclaim_saes(release, sae_id)",
+    "smollm2_sae": "blocks.15.hook_resid_post",
+    "smollm2_sae_if_built": "naming the command that builds it",
+    "groundtruth_sae": "hand-set SAE",
+    "mechclaim_induction_tasks": "tokenized",
+    "discovery_tasks": "discovery tasks",
+    "heldout_tasks": "held-out tasks",
+    "smollm2_tokenizer": "SmolLM2 tokenizer",
+    "negation_bank": "negation families",
+}
+
+
+def test_fixtures_are_listed_with_their_docstrings_in_an_empty_project(pytester):
+    out = run(pytester, "--fixtures", "-v").stdout.str()
+    for name, doc in PLUGIN_FIXTURES.items():
+        assert re.search(rf"^{name} \[session scope\] -- .*pytest_mechclaim/fixtures/", out, re.M), name
+        assert doc in out, (name, doc)
+
+
+def test_without_the_fixtures_entry_point_an_empty_project_has_none_of_them(pytester):
+    out = run(pytester, "--fixtures", "-p", "no:mechclaim-fixtures").stdout.str()
+    assert "mechclaim " in out or "mechclaim --" in out  # the claim handle still comes from the mechclaim plugin
+    for name in PLUGIN_FIXTURES:
+        assert not re.search(rf"^{name} \[", out, re.M), name
+
+
+SLOW_TEST = "import pytest\n\n@pytest.mark.slow\ndef test_slow():\n    pass\n"
+
+
+def test_slow_marker_is_registered_by_the_plugin(pytester):
+    pytester.makepyfile(test_slow=SLOW_TEST)
+    run(pytester, "--strict-markers").assert_outcomes(passed=1)
+    assert "@pytest.mark.slow:" in run(pytester, "--markers").stdout.str()
+
+
+def test_slow_marker_is_unknown_without_the_fixtures_plugin(pytester):
+    pytester.makepyfile(test_slow=SLOW_TEST)
+    # A subprocess: in-process, pytest.mark caches every marker name this outer session registered.
+    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:mechclaim-fixtures", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*'slow' not found in `markers`*"])
+
+
+def readme_tour() -> str:
+    text = (REPO / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
+def gate_properties(junit: Path) -> dict[str, str]:
+    case = ET.parse(junit).getroot().find(".//testcase")
+    return {p.get("name"): p.get("value") for p in case.iter("property")}
+
+
+def run_tour(pytester, tour: str):
+    pytester.makepyfile(test_tour=tour)
+    pytester.makeini("[pytest]\nstrict = true\njunit_family = xunit1\n")
+    result = run(pytester, "--junitxml=junit.xml")
+    return result, gate_properties(pytester.path / "junit.xml")
+
+
+def assert_real_induction_evidence(props: dict[str, str]) -> None:
+    # Not a pass over nothing: the true head moves its target far more than the matched controls do, in every
+    # family and control suite, on all three held-out seeds (the hand-set model's logit gaps are ~10).
+    for gate in ("specificity_gap", "family_minimum", "multi_control_minimum", "seed_replication"):
+        assert props[f"mechclaim.gate.{gate}.passed"] == "True", gate
+    assert float(props["mechclaim.gate.specificity_gap.value"]) > 5.0
+    assert float(props["mechclaim.gate.family_minimum.value"]) > 5.0
+    assert float(props["mechclaim.gate.multi_control_minimum.value"]) > 5.0
+    assert float(props["mechclaim.gate.seed_replication.value"]) == 3
+
+
+def test_the_readme_tour_verbatim_finds_its_fixtures_and_its_gates_pass_on_real_evidence(pytester):
+    tour = readme_tour()
+    assert "groundtruth_model" in tour and "heldout_tasks" in tour
+    result, props = run_tour(pytester, tour)
+    assert "not found" not in result.stdout.str()
+    assert_real_induction_evidence(props)
+    if props["mechclaim.verdict"] != "candidate":
+        # As README.md has it, the tour declares no units (kind "other"), so the evidence policy asks for baseline
+        # rows it never records: insufficient (debt baseline_calibration). tour_as_head_claim is the proposed fix.
+        assert "debt:baseline_calibration" in result.stdout.str()
+        pytest.xfail("README tour: policy debt baseline_calibration caps it at insufficient (README.md to update)")
+    result.assert_outcomes(passed=1)
+
+
+def tour_as_head_claim(tour: str) -> str:
+    """The README tour as a head claim (``units=``) that also records comparison heads (policy: unit_controls)."""
+    fixed = tour.replace('level="candidate",', 'level="candidate",\n    units=["L1H0"],', 1).replace(
+        '    rows = mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L1H0"]))\n',
+        '    rows = mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L1H0"]))\n'
+        '    mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L0H0", "L0H1", "L1H1"],\n'
+        '                                   unit_set="random_comparison"))  # does L1H0 beat other heads?\n', 1)
+    assert fixed.count("random_comparison") == 1 and 'units=["L1H0"]' in fixed, "the README tour changed shape"
+    return fixed
+
+
+def test_the_readme_tour_as_a_head_claim_is_a_candidate_on_real_evidence(pytester):
+    result, props = run_tour(pytester, tour_as_head_claim(readme_tour()))
+    result.assert_outcomes(passed=1)
+    assert props["mechclaim.verdict"] == "candidate"
+    assert_real_induction_evidence(props)
+    assert props["mechclaim.gate.unit_controls.passed"] == "True"
+
+
+def test_the_readme_tour_on_the_decoy_head_is_not_a_pass(pytester):
+    # The same block claiming the decoy L1H1 (same attention, no effect): the gates must reject it.
+    pytester.makepyfile(test_tour=readme_tour().replace('["L1H0"]', '["L1H1"]'))
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    assert "verdict FALSIFIED (claimed candidate)" in result.stdout.str()
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+RUNTIME_PROBE = textwrap.dedent('''
+    import torch
+
+    def test_runtime(mechclaim_runtime, pytestconfig):
+        assert mechclaim_runtime.threads == {threads}
+        assert torch.get_num_threads() == {threads}
+        assert mechclaim_runtime.device == "{device}"
+        assert mechclaim_runtime.cache_dir == pytestconfig.rootpath / "{cache}"
+        assert mechclaim_runtime.offline is {offline}
+''')
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("args", "ini", "threads", "cache", "offline"), [
+    (["--mechclaim-threads", "1", "--mechclaim-cache-dir", "c1", "--mechclaim-device", "cpu"], "", 1, "c1", False),
+    (["--mechclaim-offline"], "mechclaim_threads = 1\nmechclaim_device = cpu\nmechclaim_cache_dir = c2\n",
+     1, "c2", True),
+])
+def test_runtime_reads_every_option_and_ini_key_in_an_empty_project(pytester, restore_threads, args, ini, threads,
+                                                                   cache, offline):
+    pytester.makeini("[pytest]\n" + ini)
+    pytester.makepyfile(test_runtime=RUNTIME_PROBE.format(threads=threads, cache=cache, offline=offline,
+                                                          device="cpu"))
+    run(pytester, *args).assert_outcomes(passed=1)
+
+
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.mark.parametrize(("args", "ini", "message"), [
+    (["--mechclaim-device", "cuda"], "", "*--mechclaim-device asks for device 'cuda', but torch.cuda.is_available() "
+                                         "is False here*use --mechclaim-device cpu or auto*"),
+    ([], "mechclaim_device = cuda:0\n", "*the mechclaim_device ini key asks for device 'cuda:0'*"),
+    ([], "mechclaim_device = tpu\n", "*the mechclaim_device ini key: unknown device 'tpu'; use auto, cpu, cuda*"),
+    (["--mechclaim-threads", "-1"], "", "*--mechclaim-threads / mechclaim_threads must be >= 0, got -1*"),
+    ([], "mechclaim_threads = many\n", "*the mechclaim_threads ini key must be an integer >= 0*"),
+    (["--mechclaim-cache-dir", "afile"], "", "*afile exists and is not a directory*"),
+])
+def test_an_unusable_runtime_option_is_a_usage_error_at_startup(pytester, monkeypatch, args, ini, message):
+    no_cuda(monkeypatch)
+    pytester.makeini("[pytest]\n" + ini)
+    pytester.makefile("", afile="not a folder")
+    pytester.makepyfile(test_never_runs="def test_never_runs():\n    raise AssertionError('ran')\n")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "ran" not in result.stdout.str() and "Traceback" not in result.stderr.str()
+
+
+def fake_cuda(monkeypatch, count: int):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_a_cuda_index_beyond_the_devices_is_a_usage_error(pytester, monkeypatch):
+    fake_cuda(monkeypatch, 2)
+    pytester.makeini("[pytest]\nmechclaim_device = cuda:2\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*asks for device 'cuda:2', but this machine has 2 CUDA device(s): cuda:0 .. cuda:1*"])
+
+
+@pytest.mark.parametrize(("device", "worker", "expected"), [
+    ("cuda", "gw0", "cuda:0"), ("cuda", "gw3", "cuda:1"), ("auto", "gw5", "cuda:1"),
+    ("cuda", None, "cuda"),        # no xdist: the default device
+    ("cuda:1", "gw0", "cuda:1"),   # pinned by the user: every worker on it
+    ("cpu", "gw3", "cpu"),
+])
+def test_xdist_workers_spread_over_the_cuda_devices(pytester, monkeypatch, restore_threads, device, worker, expected):
+    fake_cuda(monkeypatch, 2)
+    if worker is None:
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    pytester.makeini(f"[pytest]\nmechclaim_device = {device}\nmechclaim_threads = 1\n")
+    pytester.makepyfile(test_runtime=RUNTIME_PROBE.format(threads=1, cache=".mechclaim/cache", offline=False,
+                                                          device=expected))
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_spread_device_rule():
+    assert [spread_device("cuda", f"gw{i}", 3) for i in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert spread_device("cuda", "master", 3) == spread_device("cuda", None, 3) == "cuda"
+    assert spread_device("cuda", "gw4", 0) == "cuda"  # nothing to spread over: the startup check already refused it
