@@ -48,6 +48,7 @@ class Line:
     needs: tuple[str, ...] = ()  # what the rows must contain for the line to be evaluable (else a debt)
     reads: str = "rows"  # rows | baseline | metric | null
     if_recorded: bool = False  # calibration lines: judged only when their input kind was recorded
+    carries_only: bool = False  # the gate's score assumes direction "carries" (normalized effect > 0)
 
     @property
     def function(self) -> str:
@@ -55,7 +56,8 @@ class Line:
 
     def to_dict(self) -> dict:
         return {"gate": self.gate, "function": self.function, "level": self.level, "floors": dict(self.floors),
-                "fixed": dict(self.fixed), "needs": list(self.needs), "reads": self.reads, "source": self.source}
+                "fixed": dict(self.fixed), "needs": list(self.needs), "reads": self.reads, "source": self.source,
+                **({"carries_only": True} if self.carries_only else {})}
 
 
 _SG, _LOCAL, _ML, _NORM = "SELF-GROUND §1.9", "local-mi-lab §2.6", "MechLedger §3.5", "§5"
@@ -89,10 +91,10 @@ LINES: tuple[Line, ...] = (
          f"{_SG} check 6 (top beats control feature sets by 1.05); {_LOCAL} C (random comparison heads)",
          needs=("control_units",)),
     Line("normalized_effect", HEAD, EVIDENCE_STAGES, "candidate", (("min", 0.0),),
-         f"{_LOCAL} A4/B/D3 (positive normalized effect)", needs=("patching_numbers",)),
+         f"{_LOCAL} A4/B/D3 (positive normalized effect)", needs=("patching_numbers",), carries_only=True),
     Line("family_minimum[effect]", HEAD, EVIDENCE_STAGES, "candidate", (("min", 0.0), ("min_families", 2)),
          f"{_LOCAL} D5/E4 (>= 2 positive families with mean effect > 0)", fn="family_minimum",
-         fixed=(("score", "effect"),), needs=("patching_numbers", "families>=2")),
+         fixed=(("score", "effect"),), needs=("patching_numbers", "families>=2"), carries_only=True),
     Line("baseline_calibration", SAE + OTHER, EVIDENCE_STAGES, "candidate", (("min_pass_rate", 0.5),),
          f"{_SG} check 2; {_ML} DPT003 (missing_baseline_calibration)", reads="baseline", needs=("baseline_rows",)),
     # -- candidate lines after discovery: replication and breadth -------------------------------------------------

@@ -177,6 +177,10 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
             continue
         if line.if_recorded and not inputs[line.reads]:
             continue
+        if line.carries_only and direction != "carries":
+            # Its score is signed for "carries" only; signed_effect checks the declared direction instead.
+            applied.setdefault("not_applied", []).append({"gate": line.gate, "why": f"direction {direction!r}"})
+            continue
         unmet = [policy_mod.NEEDS[n][0] for n in line.needs if not policy_mod.NEEDS[n][1](inputs)]
         if unmet:
             debts.append(Debt(line.gate, "rows_cannot_show", "; ".join(unmet)))
@@ -265,8 +269,8 @@ def run_line(line, kwargs: dict, inputs: dict, direction: str) -> GateResult | D
     try:
         if line.reads == "null":
             null = inputs["null"]
-            result = fn(_null_score(inputs["target"]), list(null["values"]), search_size=null.get("search_size"),
-                        **kwargs)
+            result = fn(_null_score(inputs["target"], direction), list(null["values"]),
+                        search_size=null.get("search_size"), **kwargs)
         else:
             source = inputs["target"] + inputs["controls"] if line.reads == "rows" else inputs[line.reads]
             result = fn(list(source), **kwargs)
@@ -278,7 +282,10 @@ def run_line(line, kwargs: dict, inputs: dict, direction: str) -> GateResult | D
     return dataclasses.replace(result, details=dict(result.details, run_by="policy"))
 
 
-def _null_score(target_rows) -> float:
-    """The score an empirical null is compared with: the mean specificity gap of the supporting rows."""
-    gaps = [r.specificity_gap for r in target_rows if r.ok and r.paired]
+def _null_score(target_rows, direction) -> float:
+    """The score an empirical null is compared with: the mean specificity gap of the supporting rows, the target's
+    movement counted in the claim's predicted direction (gates.directed_gap) where the gates provide it."""
+    directed = getattr(gate_module, "directed_gap", None)
+    score = (lambda r: directed(r, direction)) if callable(directed) else (lambda r: r.specificity_gap)
+    gaps = [g for r in target_rows if r.ok and r.paired and (g := score(r)) is not None]
     return fmean(gaps) if gaps else math.nan

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -130,6 +131,20 @@ def test_a_well_evidenced_head_claim_reaches_candidate_with_no_author_gate_call(
     ran = {g.name for g in verdict.gates if g.details.get("run_by") == "policy"}
     assert ran == {l.gate for l in DEFAULT_POLICY.lines_for("head", "heldout", "candidate")}
     assert verdict.to_dict()["policy"]["kind"] == "head" and verdict.to_dict()["policy"]["direction"] == "carries"
+    plain = json.loads(json.dumps({k: verdict.to_dict()[k] for k in ("policy", "debts", "support")}))
+    assert plain["policy"]["lines"][0]["gate"] == "signed_effect" and plain["support"]["n_supporting"] == 72
+
+
+def test_a_direction_mapping_is_the_claims_prediction_per_intervention():
+    # A suppression head: restoring it lowers target - foil, zeroing it raises it. Declared, it is supported.
+    flipped = [dataclasses.replace(r, target_delta=-r.target_delta, patched=2 * (r.clean if r.run == "clean" else
+                                   r.corrupt) - r.patched) for r in full_head_evidence()]
+    spec = head_spec(direction={"clean_to_corrupt": "decrease", "zero": "increase"})
+    verdict = judged(flipped, spec=spec, stage="heldout")
+    assert verdict.status == Status.CANDIDATE, verdict.reasons
+    assert {n["gate"] for n in verdict.policy["not_applied"]} == {"normalized_effect", "family_minimum[effect]"}
+    assert verdict.policy["direction"] == {"clean_to_corrupt": "decrease", "zero": "increase"}
+    assert judged(flipped, stage="heldout").status == Status.FALSIFIED  # the default "carries" says otherwise
 
 
 def test_an_author_call_identical_to_the_policy_run_is_not_listed_twice():
