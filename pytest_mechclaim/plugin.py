@@ -498,6 +498,9 @@ class ClaimSession:
         if self.records:
             write_json(self.run.path / "verdicts.json",
                        sorted(self.records, key=lambda r: (r["claim"]["id"], r["key"] or "", r["nodeid"])))
+            from .run_index import write_run_index  # index.md: every claim test with its figure
+
+            write_run_index(self.run.path, self.records)
             write_json(self.run.path / "ledger-check.json", check)
             self.run.finish(session.exitstatus, interrupted)
 

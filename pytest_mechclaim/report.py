@@ -276,7 +276,11 @@ def claim_report_data(payload: dict, rows, baseline_rows=(), run_id: str | None 
     gates = verdict["gates"] if verdict else []
     n_counter, examples = counterexamples(rows)
     claim = payload["claim"]
-    return {
+    from .report_schema import REPORT_SCHEMA, validate_report
+
+    # Validated before anyone writes it: a malformed report is refused, never stored.
+    return validate_report({
+        "schema": REPORT_SCHEMA,
         "claim": claim, "stage": payload.get("stage"), "key": payload.get("key"), "nodeid": payload["nodeid"],
         "outcome": payload["outcome"], "run_id": run_id,
         "spec_hash": payload.get("fingerprint", {}).get("hash"),
@@ -289,7 +293,7 @@ def claim_report_data(payload: dict, rows, baseline_rows=(), run_id: str | None 
         "counterexamples": {"count": n_counter, "listed": examples[:JSON_COUNTEREXAMPLES]},
         "n_baseline_rows": len(list(baseline_rows)),
         "rerun": rerun_command(payload["nodeid"]),
-    }
+    })
 
 
 # Characters Markdown or HTML would interpret inline; CommonMark renders any backslash-escaped ASCII punctuation
@@ -327,7 +331,8 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
     lines = [f"# Claim {md_text(claim['id'])}{stage}: {status}", "", f"> {md_text(claim['statement'])}", "",
              f"- {expectation}; test **{data['outcome']}**",
              f"- test: {md_code(data['nodeid'])}",
-             f"- run: {md_code(data['run_id'])}, spec hash {md_code(data['spec_hash'])}"]
+             f"- run: {md_code(data['run_id'])}, spec hash {md_code(data['spec_hash'])}",
+             f"- report schema: {md_code(data.get('schema'))}"]
     for key in ("model", "hook", "sae"):
         if claim.get(key):
             lines.append(f"- {key}: {md_code(claim[key])}")
@@ -399,5 +404,8 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
     else:
         lines.append("None: every target row supports the claim.")
     if figure_name:
-        lines += ["", "## Figure", "", f"![target vs control movement per family and suite; per-seed gaps]({figure_name})"]
+        lines += ["", "## Figure", "", "Movement in the predicted direction, specificity gap, normalized effect and "
+                  "per-seed scores: bars are means with 95% prompt-clustered bootstrap intervals; red dashed lines are "
+                  "the floors the verdict's gates used.", "",
+                  f"![movement, specificity gap, normalized effect and per-seed scores]({figure_name})"]
     return "\n".join(lines) + "\n"

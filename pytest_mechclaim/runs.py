@@ -267,7 +267,8 @@ def write_claim_test(run_dir: Path, run_id: str, payload: dict, rows, baseline_r
     if figure and payload.get("verdict") is not None:
         stage = f" [{payload['stage']}]" if payload.get("stage") else ""
         files["figure"] = claim_figure(
-            rows, f"{payload['claim']['id']}{stage}: {payload['verdict']['status']}", out / "figure.png")
+            rows, f"{payload['claim']['id']}{stage}: {payload['verdict']['status']}", out / "figure.png",
+            payload=payload)
     write_json(files["report_json"], data)
     atomic_write_text(files["report_md"], claim_report_markdown(data, files["figure"].name if "figure" in files else None))
     return {k: str(Path(v).relative_to(run_dir)) for k, v in files.items()}

@@ -13,6 +13,7 @@ import pytest
 from pytest_mechclaim import report
 from pytest_mechclaim.evidence import EvidenceRow
 from pytest_mechclaim.figures import claim_figure
+from pytest_mechclaim.report_schema import REPORT_SCHEMA, validate_report
 
 pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_markdown_and_json_reports_carry_the_breakdowns_and_a_rerun_line(tmp_pat
     assert [s["seed"] for s in data["seeds"]] == [0, 1]
     text = report.claim_report_markdown(data)
     for section in ("## Gates", "## Family x control suite", "## Seeds", "## Failure taxonomy (all 32 target rows)",
-                    "## Counterexamples (16 rows", "![target vs control"):
+                    "## Counterexamples (16 rows", "![movement, specificity gap"):
         assert section in text
     assert "Rerun: `python -m pytest 'claims/test_c.py::test_heldout[a b]'`" in text
 
@@ -139,6 +140,13 @@ def test_groundtruth_claim_reports(pytester, monkeypatch):
     assert "planted false claim" in decoy_md and "Rerun: `python -m pytest" in decoy_md
     for name in ("gt-induction-L1H0", "gt-decoy-L1H1"):
         assert (run / name / "heldout" / "figure.png").read_bytes().startswith(PNG_SIGNATURE)
+    # The controller's per-run index lists every claim test of the run with its figure inline.
+    index = (run.parent / "index.md").read_text()
+    for name, status in (("gt-decoy-L1H1", "FALSIFIED"), ("gt-induction-L1H0", "CANDIDATE")):
+        assert f"## {name} \\[heldout\\]: {status}" in index
+        assert f"](<claims/{name}/heldout/figure.png>)" in index
+        assert f"[report.md](<claims/{name}/heldout/report.md>)" in index
+    assert index.count("![figure of") == 2
 
 
 def test_committed_examples_are_complete():
@@ -147,6 +155,7 @@ def test_committed_examples_are_complete():
         folder = examples / claim / "heldout"
         data = json.loads((folder / "report.json").read_text())
         assert data["claim"]["id"] == claim and "failure_taxonomy" in data
+        assert validate_report(data)["schema"] == REPORT_SCHEMA  # regenerate: python scripts/make_examples.py
         assert (folder / "figure.png").read_bytes().startswith(PNG_SIGNATURE)
         assert "](figure.png)" in (folder / "report.md").read_text()
 
