@@ -18,6 +18,8 @@ from pytest_mechclaim.report_schema import REPORT_SCHEMA, ReportSchemaError, val
 from pytest_mechclaim.run_index import run_index_markdown, write_run_index
 from tests.rowkit import effect_rows
 
+pytest_plugins = ["pytester"]
+
 
 def paired(i, target, control, *, family="f1", suite="matched", seed=0, intervention="zero", run="clean", unit="L1H0",
            unit_set="target"):
@@ -231,3 +233,42 @@ def test_run_index_escapes_claim_text():
     rec["claim"] = dict(rec["claim"], id="x|y", statement="<img src=x> [a](b)")
     text = run_index_markdown("r", [rec])
     assert "| x\\|y |" in text and "\\<img src=x\\> \\[a\\]\\(b\\)" in text
+
+
+def test_write_claim_test_stores_a_validated_report_and_a_figure(tmp_path):
+    from pytest_mechclaim.runs import write_claim_test
+
+    files = write_claim_test(tmp_path, "r1", payload(), rows_for_claim())
+    data = json.loads((tmp_path / files["report_json"]).read_text())
+    assert data["schema"] == REPORT_SCHEMA and validate_report(data) is data
+    assert (tmp_path / files["figure"]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_controller_writes_index_md_listing_every_claim_test(pytester):
+    pytester.makeini("[pytest]\nstrict = true\n")
+    pytester.makepyfile(test_two='''
+        import pytest
+        from pytest_mechclaim.evidence import EvidenceRow
+
+        def rows(target, control):
+            return [EvidenceRow(unit="L1H0", intervention="zero", prompt_id=f"p{i}", family="f",
+                                control_suite="matched", seed=i % 2, target_delta=target, control_delta=control)
+                    for i in range(8)]
+
+        @pytest.mark.claim("weak", statement="L1H0 moves the target", level="candidate")
+        def test_weak(mechclaim):
+            mechclaim.gate.specificity_gap(mechclaim.record(rows(0.1, 0.9)), direction="either")
+
+        @pytest.mark.claim("planted", statement="L1H0 moves the target", level="candidate", expect="rejected")
+        def test_planted(mechclaim):
+            mechclaim.gate.specificity_gap(mechclaim.record(rows(0.1, 0.9)), direction="either")
+    ''')
+    result = pytester.runpytest("--mechclaim-run-id=r")
+    result.assert_outcomes(passed=1, failed=1)
+    run = pytester.path / ".mechclaim" / "runs" / "r"
+    index = (run / "index.md").read_text()
+    assert "2 claim test(s): 2 judged, 0 not judged; 1 test(s) failed." in index
+    for claim in ("weak", "planted"):
+        assert index.count(f"| {claim} | - |") == 1
+        figure = f"claims/{claim}/test_{claim}/figure.png"
+        assert f"](<{figure}>)" in index and (run / figure).is_file()
