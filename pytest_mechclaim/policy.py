@@ -82,8 +82,15 @@ LINES: tuple[Line, ...] = (
     Line("norm_drift", ALL_KINDS, EVIDENCE_STAGES, "candidate", (("max_warning_rate", 0.5), ("max_mean", 0.5)),
          f"{_SG} check 5 (warning rate < 0.5; strong: none, mean drift <= 0.5); {_ML} DPT005",
          needs=("telemetry",)),
-    Line("decoded_delta_ratio", ALL_KINDS, EVIDENCE_STAGES, "candidate", (("max", 0.5), ("max_warning_rate", 0.5)),
-         f"{_NORM} (decoded-delta ratio warning, split from norm drift)", needs=("delta_ratio_telemetry",)),
+    # The decoded-delta ratio (SELF-GROUND §1.7) measures an SAE/residual *edit* against the residual it edits. A
+    # head's in-distribution write can be most of a small residual (tracr's L0H0: 0.81; the hand-set induction
+    # head: 0.70) without any shove, so for heads it is a strong-level requirement, never a candidate rejection.
+    Line("decoded_delta_ratio", SAE + OTHER, EVIDENCE_STAGES, "candidate", (("max", 0.5), ("max_warning_rate", 0.5)),
+         f"SELF-GROUND §1.7 (decoded-delta ratio > 0.5 warns); {_NORM} (split from norm drift)",
+         needs=("delta_ratio_telemetry",)),
+    Line("decoded_delta_ratio", HEAD, EVIDENCE_STAGES, "strong", (("max", 0.5), ("max_warning_rate", 0.5)),
+         f"SELF-GROUND §1.7 at the strong floor only for heads (a head's own write is not an edit)",
+         needs=("delta_ratio_telemetry",)),
     Line("stratum_minimum", ALL_KINDS, EVIDENCE_STAGES, "candidate", (("min", 0.0), ("min_prompts", 3)),
          f"DESIGN (holds in the worst stratum of its own tasks); {_LOCAL} I (domain/length means), §2.7",
          needs=("strata",)),

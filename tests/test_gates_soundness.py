@@ -204,7 +204,19 @@ def test_a_head_that_works_for_only_part_of_the_target_tokens_is_caught():
     assert not result.passed and result.caps_at == Status.INSUFFICIENT
     assert result.value == pytest.approx(-0.05) and "target_token= d" in result.reason
     assert all(w["strata"]["target_token"] == " d" for w in result.worst)
-    assert result.details["worst_stratum"] in ("f1|target_token= d", "f2|target_token= d")
+    assert result.details["worst_stratum"] in ("*|target_token= d", "f1|target_token= d", "f2|target_token= d")
+
+
+def test_a_token_thin_in_every_family_is_judged_pooled_over_the_families():
+    """Two prompts per family and token are below min_prompts=3 in each family; pooled over three families the
+    dead token has six prompts and the gate sees it."""
+    rows = _token_rows({" a": 0.9, " b": 0.9, " d": 0.0}, per_token=2, families=("f1", "f2", "f3"), length_bin=None)
+    result = gates.stratum_minimum(rows)
+    assert not result.passed and result.details["worst_stratum"] == "*|target_token= d"
+    assert "f1|target_token= d" in result.details["thin_strata"]
+    live = gates.stratum_minimum(_token_rows({" a": 0.9, " b": 0.8}, per_token=2, families=("f1", "f2", "f3"),
+                                             length_bin=None))
+    assert live.passed and live.value == pytest.approx(0.8)
 
 
 def test_a_head_that_works_for_every_token_passes_the_stratum_minimum():
@@ -213,7 +225,7 @@ def test_a_head_that_works_for_every_token_passes_the_stratum_minimum():
 
 
 def test_thin_strata_are_reported_and_rows_without_strata_block():
-    rows = _token_rows({" a": 0.9, " b": 0.9}, per_token=2, length_bin=None)
+    rows = _token_rows({" a": 0.9, " b": 0.9}, per_token=2, families=("f1",), length_bin=None)
     thin = gates.stratum_minimum(rows, min_prompts=3)
     assert thin.caps_at == Status.INSUFFICIENT and thin.details["thin_strata"]["f1|target_token= a"] == 2
     assert gates.stratum_minimum(rows, min_prompts=2).passed

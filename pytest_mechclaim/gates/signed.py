@@ -76,6 +76,9 @@ def signed_effect(rows: Sequence[EvidenceRow], direction="carries", min: float =
                    f"mean movement {value:.4g} in the predicted direction, {interval}", worst, **details)
 
 
+ALL_FAMILIES = "*"
+
+
 def _stratum_label(family: str, key: str, value: str) -> str:
     return f"{family}|{key}={value}"
 
@@ -104,6 +107,9 @@ def stratum_minimum(rows: Sequence[EvidenceRow], min: float = 0.0, min_prompts: 
     for r in usable:
         for key, value in r.strata:
             members[(r.family, key, value)].append(r)
+            # The same stratum pooled over the positive families: a target token drawn a few times per family is
+            # thin in each one but may be judgeable across them (families are judged by family_minimum).
+            members[(ALL_FAMILIES, key, value)].append(r)
     per_stratum, thin = {}, {}
     for s, rs in sorted(members.items()):
         n_prompts = len({r.prompt_id for r in rs})
