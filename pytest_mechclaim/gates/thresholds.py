@@ -88,7 +88,9 @@ RANGES: dict[str, dict[str, Range]] = {
     "baseline_calibration": {"min_pass_rate": Range(0.0, 1.0, low_open=True, rule="pass rate >= 0.5 (§1.9)"),
                              "min_margin": Range(0.0, optional=True, rule="|margin| >= 0.1 (E003)"),
                              "min_per_family": Range(1, integer=True, optional=True, rule=">= 10 per family (E003)")},
-    "strong_floor": {"min_tasks": COUNT, "min_families": COUNT, "min_random_sets": COUNT, "min_density_sets": COUNT},
+    # Density-matched control *features* are an SAE notion: a head claim's strong floor asks for none (0).
+    "strong_floor": {"min_tasks": COUNT, "min_families": COUNT, "min_random_sets": COUNT,
+                     "min_density_sets": Range(0, integer=True)},
     "empirical_null": {"min_percentile": Range(0.0, 1.0, low_open=True, rule="percentile >= 0.95 (DPT008)"),
                        "min_null_sets": Range(1, integer=True, rule=">= 30 null sets (DPT007)"),
                        "search_size": Range(1, integer=True, optional=True)},
