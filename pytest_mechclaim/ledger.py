@@ -140,11 +140,20 @@ def spec_fingerprint(claim: dict, stage: str | None, gate_calls: Iterable[dict],
         "coordinates": digest(coordinates),
         "data": digest(data),
         "inputs": digest(inputs or {}),
-        "policy": digest(policy),
+        "policy": digest(_policy_rules(policy)),
         "model": digest(model),
     }
     readable = {"gates": _readable_thresholds(gate_calls), "model": model, "policy": policy}
     return {"hash": digest(parts), "parts": parts, "inputs": _jsonable(readable)}
+
+
+def _policy_rules(policy):
+    """The policy as applied, without its citations: rewording a line's ``source`` does not change a test."""
+    if isinstance(policy, dict):
+        return {k: _policy_rules(v) for k, v in policy.items() if k != "source"}
+    if isinstance(policy, list):
+        return [_policy_rules(v) for v in policy]
+    return policy
 
 
 def _readable_thresholds(gate_calls: Iterable[dict]) -> dict:
