@@ -8,26 +8,12 @@ weakest positive family. The candidate set is frozen from the write-up's replica
 new search); random comparison heads come from layers (0, 2, 4, 7, 9, 11) as in local-mi-lab's sweep.
 """
 
-import pytest
+from claims.conftest import GPT2_INDUCTION
+from pytest_mechclaim.kinds import HeadClaim
 
-from claims import induction_recipe as recipe
-from claims.conftest import GPT2_LAYERS
-
-pytestmark = pytest.mark.claim(
+TestClaim = HeadClaim(
     "gpt2-localmilab-L7H7",
-    statement="GPT-2 small L7H7 is a head-specific induction head that survives held-out families and seeds",
-    level="candidate",
-    units=["L7H7"],
-    model="gpt2-small",
-    hook="blocks.7.attn.hook_z",
-    requires=["hub"],  # GPT-2 small comes from the model hub: strict mode accepts its skip where none is reachable
-)
-
-
-@pytest.mark.calibration
-def test_metric_calibration(mechclaim, gpt2_induction):
-    recipe.record_calibration_stage(mechclaim, gpt2_induction.seed_bank_calibration)
-
-
-test_replication, test_heldout, test_characterization = recipe.stage_tests("L7H7", "gpt2_small", "gpt2_induction",
-                                                                           layers=GPT2_LAYERS)
+    "GPT-2 small L7H7 is a head-specific induction head that survives held-out families and seeds",
+    "L7H7", GPT2_INDUCTION, stages=("calibration", "replication", "heldout", "characterization"),
+    requires=("hub",),  # GPT-2 small comes from the model hub: strict mode accepts its skip where none is reachable
+).tests()

@@ -5,23 +5,14 @@ into dimensions nothing reads. Ablating it does move the prediction, but every i
 residual norm by ~90%: such evidence is off-distribution and cannot support a candidate.
 """
 
-import pytest
+from functools import partial
 
-from claims.groundtruth_common import DISCOVERY_SEEDS, record_head_claim, run_candidate_gates, tasks_for
 from pytest_mechclaim.groundtruth import build_induction_model
+from pytest_mechclaim.kinds import GroundTruthBank, HeadClaim, HeadDiscovery, Preregistered
 
-pytestmark = pytest.mark.claim(
-    "gt-norm-shove-L1H1",
-    statement="L1H1 of the norm-shove variant is an induction head, shown by ablation and patching",
-    level="candidate",
-    expect="rejected",
-    units=["L1H1"],
-    model="groundtruth:induction-norm-shove",
-)
+NORM_SHOVE = HeadDiscovery("groundtruth:induction-norm-shove", Preregistered(("L1H1",)), GroundTruthBank(),
+                           load=partial(build_induction_model, variant="norm_shove"))
 
-
-@pytest.mark.replication
-def test_replication(mechclaim):
-    model = build_induction_model(variant="norm_shove")
-    rows = record_head_claim(mechclaim, model, "L1H1", tasks_for(DISCOVERY_SEEDS))
-    run_candidate_gates(mechclaim, rows)
+TestClaim = HeadClaim(
+    "gt-norm-shove-L1H1", "L1H1 of the norm-shove variant is an induction head, shown by ablation and patching",
+    "L1H1", NORM_SHOVE, stages=("replication",), expect="rejected").tests()

@@ -4,22 +4,10 @@ L1H0 reads the previous occurrence through its *key*; its output matters only wh
 position. Patching or ablating its z at the previous occurrence cannot move the final prediction.
 """
 
-import pytest
+from claims.conftest import GROUNDTRUTH
+from pytest_mechclaim.kinds import HeadClaim
 
-from claims.groundtruth_common import DISCOVERY_SEEDS, record_head_claim, run_candidate_gates, tasks_for
-
-pytestmark = pytest.mark.claim(
+TestClaim = HeadClaim(
     "gt-wrong-position-L1H0",
-    statement="L1H0 drives the induction prediction through its output at the previous-occurrence position",
-    level="candidate",
-    expect="rejected",
-    units=["L1H0"],
-    model="groundtruth:induction",
-)
-
-
-@pytest.mark.replication
-def test_replication(mechclaim, groundtruth_model):
-    rows = record_head_claim(mechclaim, groundtruth_model, "L1H0", tasks_for(DISCOVERY_SEEDS),
-                             positions=("previous_occurrence",))
-    run_candidate_gates(mechclaim, rows)
+    "L1H0 drives the induction prediction through its output at the previous-occurrence position",
+    "L1H0", GROUNDTRUTH, stages=("replication",), expect="rejected", positions=("previous_occurrence",)).tests()

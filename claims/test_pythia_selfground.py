@@ -2,7 +2,7 @@
 
 Model ``pythia-70m-deduped`` and the SAELens hub release ``pythia-70m-deduped-res-sm`` / ``blocks.2.hook_resid_post``.
 Written to run on CUDA where the hub is reachable; without the hub the fixtures skip it with the reason. The path is
-claims/negation_recipe.py, the same code the SmolLM2 negation claims run (with E003's 80 candidates per family).
+the SAE kind, the same code the SmolLM2 negation claims run (with E003's 80 candidates per family).
 
 The write-ups' outcome, which a user should see (reference/seed-systems.md §1.14, seeds/000): all three stages stay
 ``insufficient_evidence`` on SELF-GROUND's ladder.
@@ -23,65 +23,31 @@ SELF-GROUND said ``insufficient_evidence``. Both are rejections: every claim bel
 ``rejected``.
 """
 
-import pytest
+from functools import partial
 
-from claims import negation_recipe as recipe
-from claims.conftest import PYTHIA_SAE_ID, PYTHIA_SAE_RELEASE
+from claims.conftest import PYTHIA_NEGATION, PYTHIA_SAE_ID, PYTHIA_SAE_RELEASE
+from pytest_mechclaim.kinds import ABLATE_AMPLIFY, SELECTION_MODES, SUITES, SAEFeatureClaim
 
-MODEL = "pythia-70m-deduped"
-HOOK = PYTHIA_SAE_ID
-SAE = f"{PYTHIA_SAE_RELEASE}/{PYTHIA_SAE_ID}"
+Claim = partial(SAEFeatureClaim, study=PYTHIA_NEGATION, model="pythia-70m-deduped", hook=PYTHIA_SAE_ID,
+                sae=f"{PYTHIA_SAE_RELEASE}/{PYTHIA_SAE_ID}", requires=("hub",))
 
+TestNegationBank = Claim(
+    "pythia70m-selfground-negation-bank",
+    "Pythia-70M-deduped does the baseline-calibrated negation bank's contrasts (>= 10 tasks per family, margin 0.1) "
+    "and SELF-GROUND's blocks.2 SAE fits those prompts (E003's calibration)", calibration=("e003",)).tests()
 
-class TestNegationBank:
-    pytestmark = pytest.mark.claim(
-        "pythia70m-selfground-negation-bank",
-        statement="Pythia-70M-deduped does the baseline-calibrated negation bank's contrasts (>= 10 tasks per "
-                  "family, margin 0.1) and SELF-GROUND's blocks.2 SAE fits those prompts (E003's calibration)",
-        level="candidate", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
-    )
+TestE002 = Claim(
+    "pythia70m-selfground-e002",
+    "On an uncalibrated negation bank, ablating the 5 blocks.2 SAE features most active on negated prompts moves "
+    "their antonym contrast more than matched controls' in every family", bank="e002", expect="rejected").tests()
 
-    @pytest.mark.calibration
-    def test_calibration(self, mechclaim, pythia_negation):
-        recipe.record_calibration_stage(mechclaim, pythia_negation, "e003")
+TestE003 = Claim(
+    "pythia70m-selfground-e003",
+    "On the baseline-calibrated negation bank, ablating the 5 blocks.2 SAE features most active on negated prompts "
+    "moves their antonym contrast more than matched controls' and control sets do", expect="rejected").tests()
 
-
-class TestE002:
-    pytestmark = pytest.mark.claim(
-        "pythia70m-selfground-e002",
-        statement="On an uncalibrated negation bank, ablating the 5 blocks.2 SAE features most active on negated "
-                  "prompts moves their antonym contrast more than matched controls' in every family",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
-    )
-
-    @pytest.mark.discovery
-    def test_discovery(self, mechclaim, pythia_negation):
-        recipe.record_discovery_stage(mechclaim, pythia_negation, "e002", "top")
-
-
-class TestE003:
-    pytestmark = pytest.mark.claim(
-        "pythia70m-selfground-e003",
-        statement="On the baseline-calibrated negation bank, ablating the 5 blocks.2 SAE features most active on "
-                  "negated prompts moves their antonym contrast more than matched controls' and control sets do",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
-    )
-
-    @pytest.mark.discovery
-    def test_discovery(self, mechclaim, pythia_negation):
-        recipe.record_discovery_stage(mechclaim, pythia_negation, "e003", "top")
-
-
-class TestE004:
-    pytestmark = pytest.mark.claim(
-        "pythia70m-selfground-e004",
-        statement="Some preregistered selection of 5 blocks.2 SAE features, ablated or amplified x2, moves negated "
-                  "prompts' antonym contrast more than every control suite's and every family's controls",
-        level="candidate", expect="rejected", model=MODEL, hook=HOOK, sae=SAE, requires=["hub"],
-    )
-
-    @pytest.mark.discovery
-    @pytest.mark.parametrize("mode", recipe.SELECTION_MODES)
-    def test_discovery(self, mechclaim, pythia_negation, mode):
-        recipe.record_discovery_stage(mechclaim, pythia_negation, "e003", mode, suites=recipe.SUITES,
-                                      operations=recipe.ABLATE_AMPLIFY, with_null=True)
+TestE004 = Claim(
+    "pythia70m-selfground-e004",
+    "Some preregistered selection of 5 blocks.2 SAE features, ablated or amplified x2, moves negated prompts' "
+    "antonym contrast more than every control suite's and every family's controls", modes=SELECTION_MODES,
+    suites=SUITES, operations=ABLATE_AMPLIFY, null_modes=SELECTION_MODES, expect="rejected").tests()

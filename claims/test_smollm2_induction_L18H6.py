@@ -1,26 +1,20 @@
-"""SmolLM2-135M-Instruct: L18H6, the top induction-attention head (0.83).
+"""SmolLM2-135M-Instruct: L18H6, the top induction-attention head (0.83). Its attention score is only the prior.
 
-Claim: it writes the induction completion at the final position, head-specifically, across seeds,
-held-out families and characterization families. Its attention score is only the descriptive prior.
-
-Measured: replication and held-out reach candidate; characterization is insufficient (the signed effect is
-negative on the multi-distractor family), so that stage asserts the rejection.
+Two claims, because the evidence splits: ``smollm2-induction-L18H6`` (replication and held-out families and seeds)
+reaches candidate; its characterization is a claim of its own, recorded as rejected: the signed effect is negative
+on the multi-distractor characterization family.
 """
 
-import pytest
+from claims.conftest import SMOLLM2_INDUCTION
+from pytest_mechclaim.kinds import HeadClaim
 
-from claims import induction_recipe as recipe
+TestClaim = HeadClaim(
+    "smollm2-induction-L18H6",
+    "L18H6 writes the induction completion at the final position (head-specific, replicated, held out)",
+    "L18H6", SMOLLM2_INDUCTION, stages=("replication", "heldout")).tests()
 
-CLAIM = dict(
-    statement="L18H6 writes the induction completion at the final position (head-specific, replicated, held out)",
-    level="candidate",
-    units=["L18H6"],
-    model="smollm2-135m-instruct",
-    hook="blocks.18.attn.hook_z",
-)
-pytestmark = pytest.mark.claim("smollm2-induction-L18H6", **CLAIM)
-
-test_replication, test_heldout, test_characterization = recipe.stage_tests("L18H6", "smollm2", "smollm2_induction")
-# The evidence at this stage does not support the claim (see the docstring): the test asserts the rejection.
-test_characterization = pytest.mark.claim("smollm2-induction-L18H6", **{**CLAIM, "expect": "rejected"})(
-    test_characterization)
+TestCharacterization = HeadClaim(
+    "smollm2-induction-L18H6-characterization",
+    "L18H6's zero ablation lowers the induction completion in every characterization family (seeds 20-22), "
+    "head-specifically, with its attention to the source aligned with its effect",
+    "L18H6", SMOLLM2_INDUCTION, stages=("characterization",), expect="rejected").tests()

@@ -3,18 +3,10 @@
 A negative control frozen with the candidates: the suite must show it rejected.
 """
 
-import pytest
+from claims.conftest import SMOLLM2_INDUCTION
+from pytest_mechclaim.kinds import HeadClaim
 
-from claims import induction_recipe as recipe
-
-CLAIM = dict(
-    statement="L18H8 writes the induction completion at the final position (head-specific, replicated, held out)",
-    level="candidate",
-    expect="rejected",
-    units=["L18H8"],
-    model="smollm2-135m-instruct",
-    hook="blocks.18.attn.hook_z",
-)
-pytestmark = pytest.mark.claim("smollm2-induction-L18H8", **CLAIM)
-
-test_replication, test_heldout, test_characterization = recipe.stage_tests("L18H8", "smollm2", "smollm2_induction")
+TestClaim = HeadClaim(
+    "smollm2-induction-L18H8",
+    "L18H8 writes the induction completion at the final position (head-specific, replicated, held out)",
+    "L18H8", SMOLLM2_INDUCTION, expect="rejected").tests()

@@ -4,27 +4,12 @@ local-mi-lab's gate (seed-systems §2.6 I): positive families must beat the hard
 hardest control must stay below the weakest positive, >= 80% of positive examples and <= 20% of each control
 family's examples score > 0. Scored unpatched on local-mi-lab's 72-example calibration bank and on the discovery
 bank the head claims use. When it fails, no causal search over heads may run (``search_permission``), which is why
-the head claims test attention-ranked, preregistered heads instead of searching.
+the head claims test attention-ranked heads instead of searching.
 """
 
-import pytest
+from claims.conftest import SMOLLM2_INDUCTION
 
-from claims import induction_recipe as recipe
-
-pytestmark = pytest.mark.claim(
+TestClaim = SMOLLM2_INDUCTION.metric_claim(
     "smollm2-induction-metric",
-    statement="The target-minus-foil logit contrast separates induction positives from controls on SmolLM2",
-    level="candidate",
-    expect="rejected",
-    model="smollm2-135m-instruct",
-)
-
-
-@pytest.mark.calibration
-def test_seed_calibration_bank(mechclaim, smollm2_induction):
-    recipe.record_calibration_stage(mechclaim, smollm2_induction.seed_bank_calibration)
-
-
-@pytest.mark.discovery
-def test_discovery_bank(mechclaim, smollm2_induction):
-    recipe.record_calibration_stage(mechclaim, smollm2_induction.calibration)
+    "The target-minus-foil logit contrast separates induction positives from controls on SmolLM2",
+    expect="rejected")

@@ -93,11 +93,15 @@ class GateRunner:
 
 class MechClaim:
     def __init__(self, spec: ClaimSpec, stage: str | None = None, nodeid: str = "",
-                 on_result: Callable[[GateResult], None] | None = None, policy: Policy = DEFAULT_POLICY) -> None:
+                 on_result: Callable[[GateResult], None] | None = None, policy: Policy = DEFAULT_POLICY,
+                 frozen=None) -> None:
         self.spec = spec
         self.stage = stage
         self.nodeid = nodeid
         self.policy = policy
+        # The run's frozen candidate store (kinds.frozen.FrozenStore): discovery freezes into it, and the verdict of
+        # a later stage checks the recorded rows against it (no added candidate, held-out disjoint from discovery).
+        self.frozen = frozen
         self.rows: list[EvidenceRow] = []
         self.baseline_rows: list[BaselineRow] = []
         self.metric_rows: list[MetricCalibrationRow] = []
@@ -180,6 +184,18 @@ class MechClaim:
         self._check_open()
         self.inputs[name] = value
 
+    def freeze(self, units: Iterable[str], tasks, **about):
+        """Discovery only: freeze the claim's candidate ``units`` with the discovery ``tasks`` (their prompts,
+        families and seeds are what held-out must avoid). Declared, so the spec hash covers the frozen set."""
+        if self.stage != "discovery":
+            raise ValueError(f"freeze() belongs to a discovery stage (this test is stage {self.stage!r}): a later "
+                             "stage cannot choose candidates")
+        if self.frozen is None:
+            raise RuntimeError("this handle has no frozen candidate store")
+        record = self.frozen.freeze(self.spec.id, list(units), tasks, **about)
+        self.declare("frozen_candidates", record.summary())
+        return record
+
     # -- gate bookkeeping ------------------------------------------------------------------------------------------
 
     def note_call(self, name: str, fn: Callable, thresholds: dict) -> None:
@@ -205,6 +221,9 @@ class MechClaim:
     def verdict(self) -> Verdict:
         """The claim's verdict, computed once from the policy, the recorded rows and the author's gate results."""
         if self._verdict is None:
+            if self.frozen is not None:
+                for result in self.frozen.check(self.spec.id, self.stage, self.rows):
+                    self.add_result(result)
             recorded = Recorded(self.rows, self.baseline_rows, self.metric_rows, self.null)
             self._verdict = judge(self.spec, self.stage, recorded, self.author_calls, self.custom, self.policy)
         return self._verdict
