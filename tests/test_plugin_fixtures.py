@@ -238,3 +238,190 @@ def test_spread_device_rule():
     assert [spread_device("cuda", f"gw{i}", 3) for i in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
     assert spread_device("cuda", "master", 3) == spread_device("cuda", None, 3) == "cuda"
     assert spread_device("cuda", "gw4", 0) == "cuda"  # nothing to spread over: the startup check already refused it
+
+
+# ------------------------------------------------------------------------------------------------ models, SAEs
+MODELS_PROBE = textwrap.dedent('''
+    import pytest
+
+    def test_groundtruth(mechclaim_models, groundtruth_model):
+        model = mechclaim_models("groundtruth:induction")
+        assert model is mechclaim_models("groundtruth:induction")  # loaded once per session
+        assert model.mechclaim_provenance.ref == "groundtruth:induction" and model.cfg.d_vocab == 32
+        assert groundtruth_model.cfg.n_layers == 2 and groundtruth_model.cfg.device == "cpu"
+
+    def test_hub_model_offline(mechclaim_models):
+        mechclaim_models("gpt2-small")
+
+    def test_unknown_model_is_an_error_not_a_skip(mechclaim_models):
+        with pytest.raises(ValueError, match="gpt-17-nonexistent not found"):
+            mechclaim_models("gpt-17-nonexistent")
+''')
+
+
+def test_model_loader_in_an_empty_project(pytester):
+    pytester.makepyfile(test_models=MODELS_PROBE)
+    result = run(pytester, "--mechclaim-offline", "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*model 'gpt2-small' (gpt2) needs the model hub: offline mode*"])
+
+
+SAES_PROBE = textwrap.dedent('''
+    import pytest, torch
+    from pytest_mechclaim.fixtures.saes import SAERefError
+
+    def test_hand_set_and_disk(mechclaim_saes, groundtruth_sae, tmp_path):
+        assert torch.equal(mechclaim_saes("groundtruth:induction").W_dec, groundtruth_sae.W_dec)
+        groundtruth_sae.save_model(tmp_path / "gt-sae")  # a folder saved by SAELens
+        assert torch.equal(mechclaim_saes(tmp_path / "gt-sae").W_dec, groundtruth_sae.W_dec)
+
+    def test_shipped_smollm2_sae(mechclaim_saes, smollm2_sae_if_built):
+        sae = mechclaim_saes("smollm2")
+        assert (sae.cfg.d_in, sae.cfg.d_sae) == (576, 2304)
+        assert torch.equal(sae.W_dec, smollm2_sae_if_built.W_dec)
+
+    def test_hub_sae_offline(mechclaim_saes):
+        mechclaim_saes("pythia-70m-deduped-res-sm", "blocks.2.hook_resid_post")
+
+    def test_missing_folder_is_an_error(mechclaim_saes, tmp_path):
+        with pytest.raises(SAERefError, match="unknown SAE .*missing.*cfg.json.*'smollm2'.*release, sae_id"):
+            mechclaim_saes(tmp_path / "missing")
+''')
+
+
+def test_sae_loader_in_an_empty_project(pytester):
+    pytester.makepyfile(test_saes=SAES_PROBE)
+    result = run(pytester, "--mechclaim-offline", "--mechclaim-device", "cpu", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*pythia-70m-deduped-res-sm/blocks.2.hook_resid_post*offline*"])
+
+
+# -------------------------------------------------------------------------------------------------- task banks
+BANKS_PROBE = textwrap.dedent('''
+    import pytest
+    from pytest_mechclaim.banks.induction import BankError
+
+    def test_groundtruth_stages(mechclaim_induction_tasks, groundtruth_model, heldout_tasks, discovery_tasks):
+        build = mechclaim_induction_tasks(groundtruth_model, "heldout")
+        assert build is mechclaim_induction_tasks(groundtruth_model, "heldout")
+        assert [t.pair for t in build.tasks] == [t.pair for t in heldout_tasks] and build.excluded == []
+        held, disc = {t.pair.clean for t in heldout_tasks}, {t.pair.clean for t in discovery_tasks}
+        assert len(held) == 48 and len(disc) == 48 and not held & disc
+        assert {t.pair.family for t in heldout_tasks} == {"repeat_mid", "repeat_tail"}
+        assert {t.pair.family for t in discovery_tasks} == {"repeat_short", "repeat_long"}
+        assert {t.pair.seed for t in heldout_tasks} == {10, 11, 12}
+        assert {s for t in heldout_tasks for s, _ in t.controls} == {"no_repeat", "distractor"}
+
+    def test_unknown_stage(mechclaim_induction_tasks, groundtruth_model):
+        with pytest.raises(BankError, match="no ground-truth stage 'characterization'"):
+            mechclaim_induction_tasks(groundtruth_model, "characterization")
+
+    def test_negation(negation_bank):
+        assert len(negation_bank) == 240
+        assert {t.family for t in negation_bank} == {"sentiment_negation", "property_negation", "state_negation"}
+''')
+
+
+def test_task_bank_fixtures_in_an_empty_project(pytester):
+    pytester.makepyfile(test_banks=BANKS_PROBE)
+    run(pytester).assert_outcomes(passed=3)
+
+
+def test_induction_tasks_need_the_models_own_tokenizer():
+    from types import SimpleNamespace
+
+    from pytest_mechclaim.banks.induction import BankError
+    from pytest_mechclaim.fixtures.banks import induction_tasks_for
+
+    with pytest.raises(TypeError, match="has no tokenizer"):
+        induction_tasks_for(SimpleNamespace(tokenizer=None), "heldout")
+    with pytest.raises(BankError, match="unknown stage 'replication'"):
+        induction_tasks_for(SimpleNamespace(tokenizer=None), "replication")
+
+
+def fixture_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+            and any("fixture" in ast.unparse(d) for d in node.decorator_list)}
+
+
+def test_the_repository_does_not_register_a_plugin_fixture_again():
+    plugin = set().union(*(fixture_names(p) for p in (REPO / "pytest_mechclaim" / "fixtures").glob("*.py")))
+    assert set(PLUGIN_FIXTURES) <= plugin
+    for path in [*(REPO / "fixtures").glob("*.py"), REPO / "conftest.py", REPO / "claims" / "conftest.py"]:
+        assert not fixture_names(path) & plugin, path
+
+
+# ------------------------------------------------------------------------------------------------ text prompts
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    """A word-level HF tokenizer for the hand-set model: "t1" .. "t31" are tokens 1 .. 31, BOS "<bos>" is 0."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<bos>": 0, **{f"t{i}": i for i in range(1, 32)}, "<unk>": 32}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", unk_token="<unk>")
+
+
+def as_text(ids) -> str:
+    return " ".join(f"t{i}" for i in ids)
+
+
+def text_version(task, tokenizer):
+    """The same hand-set task, written as text."""
+    from pytest_mechclaim.prompts import text_task
+
+    def spec(p):
+        return as_text(p.clean[1:]), as_text(p.corrupt[1:]), f"t{p.target}", f"t{p.foil}"
+
+    return text_task(tokenizer, task.pair.prompt_id, task.pair.family, *spec(task.pair), seed=task.pair.seed,
+                     controls={suite: spec(c) for suite, c in task.controls})
+
+
+def test_text_tasks_tokenize_to_the_same_ids_and_carry_the_same_evidence(word_tokenizer, groundtruth_model):
+    from pytest_mechclaim.engine import head_evidence
+    from pytest_mechclaim.fixtures.banks import groundtruth_tasks
+
+    tasks = groundtruth_tasks("heldout", n_per_family=2)
+    texts = [text_version(t, word_tokenizer) for t in tasks]
+    for task, text in zip(tasks, texts):
+        assert (text.pair.clean, text.pair.corrupt, text.pair.target, text.pair.foil) == \
+            (task.pair.clean, task.pair.corrupt, task.pair.target, task.pair.foil)
+        assert [(s, c.clean, c.target) for s, c in text.controls] == [(s, c.clean, c.target) for s, c in task.controls]
+        assert text.pair.text == as_text(task.pair.clean[1:])
+    from_text, from_ids = (head_evidence(groundtruth_model, ts, ["L1H0"]) for ts in (texts, tasks))
+    assert [(r.prompt_id, r.control_suite, r.target_delta, r.control_delta) for r in from_text] == \
+        [(r.prompt_id, r.control_suite, r.target_delta, r.control_delta) for r in from_ids]
+    gaps = [abs(r.target_delta) - abs(r.control_delta) for r in from_text if r.status == "ok"]
+    assert len(gaps) == len(from_text) > 0 and sum(gaps) / len(gaps) > 5.0  # the true head, on text tasks
+
+
+@pytest.mark.parametrize(("target", "foil", "message"), [
+    ("t5 t6", "t7", "p1: target 't5 t6' is 2 tokens ['t5', 't6'] (ids [5, 6]) for this tokenizer; a target must "
+                    "be exactly one token"),
+    ("t5", "", "p1: foil '' is empty (no tokens) for this tokenizer; a foil must be exactly one token"),
+    ("t5", "Paris", "p1: foil 'Paris' is the tokenizer's unknown token '<unk>' (id 32)"),
+    ("t5", 7, "p1: foil must be a string, got int 7"),
+    ("t5", "t5", "p1: target and foil are the same token (5)"),
+])
+def test_a_target_or_foil_that_is_not_one_token_is_an_error_naming_it(word_tokenizer, target, foil, message):
+    from pytest_mechclaim.prompts import TextPromptError, text_pair
+    from pytest_mechclaim.tasks import TaskError
+
+    with pytest.raises(TaskError, match=re.escape(message)) as info:
+        text_pair(word_tokenizer, "p1", "fam", "t1 t2 t3", "t1 t2 t4", target, foil)
+    assert info.type is (TaskError if foil == target else TextPromptError)
+
+
+def test_text_task_rejects_empty_prompts_and_malformed_controls(word_tokenizer):
+    from pytest_mechclaim.prompts import TextPromptError, text_task
+
+    with pytest.raises(TextPromptError, match="p1: the corrupt prompt must be non-empty text"):
+        text_task(word_tokenizer, "p1", "fam", "t1 t2", "  ", "t5", "t6")
+    with pytest.raises(TextPromptError, match=r"p1: control 'lexical' must be \(clean, corrupt, target, foil\)"):
+        text_task(word_tokenizer, "p1", "fam", "t1 t2", "t1 t3", "t5", "t6", controls={"lexical": ("t1", "t2")})
+    with pytest.raises(TextPromptError, match="p1-lexical: target 't8 t9' is 2 tokens"):
+        text_task(word_tokenizer, "p1", "fam", "t1 t2", "t1 t3", "t5", "t6",
+                  controls={"lexical": ("t1 t4", "t1 t9", "t8 t9", "t6")})
