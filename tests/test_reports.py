@@ -121,8 +121,11 @@ def test_groundtruth_claim_reports(pytester, monkeypatch):
     pytester.makeini("[pytest]\nstrict = true\n")
     pytester.makeconftest(GROUNDTRUTH_CONFTEST)
     claims = pytester.mkdir("claims")
-    for name in ("__init__.py", "groundtruth_common.py", "test_groundtruth_induction.py", "test_groundtruth_decoy.py"):
-        shutil.copy(REPO / "claims" / name, claims / name)
+    # The claims' shared declarations live in claims/conftest.py (older layouts: groundtruth_common.py).
+    for name in ("__init__.py", "conftest.py", "groundtruth_common.py", "test_groundtruth_induction.py",
+                 "test_groundtruth_decoy.py"):
+        if (REPO / "claims" / name).exists():
+            shutil.copy(REPO / "claims" / name, claims / name)
     result = pytester.runpytest("claims", "-m", "heldout", "--mechclaim-run-id=gt")
     result.assert_outcomes(passed=2, deselected=2)
     run = pytester.path / ".mechclaim" / "runs" / "gt" / "claims"
