@@ -4,9 +4,10 @@ can be trusted and writes one only when it can.
 
 Every ledger is validated as a whole before any of it is trusted (on load) and before it is written (the new
 ledger must validate and render, or nothing is written). Version 2 differs from version 1 by a ``digest`` per claim
-block and a ``claims_digest`` over all of them (tamper detection, see ``ledger.claim_digest``), optional
+block and a ``claims_digest`` over all of them (tamper detection: ``claim_digest``, ``tampered``), optional
 ``thresholds`` per stage, and ``replaces`` on acknowledgements of a stage that entered while another vanished.
-No other version is read or upgraded: a ledger of another schema is an error naming the supported one.
+No other version is read or upgraded: a ledger of another schema is an error naming the supported one. The JSON
+Schema is published by ``python -m pytest_mechclaim.ledger_schema``.
 
 Strict models (``extra="forbid"``) for what this package writes itself (stages, acknowledgements, test and run
 references); the claim block and run entries allow extra keys, because they carry the claim marker's and the

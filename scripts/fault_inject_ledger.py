@@ -133,10 +133,11 @@ def trial(root: Path, rng: random.Random, run_seconds: float, xdist: bool) -> di
         proc.wait(120)
     if proc.poll() is not None:
         finished_first = proc.returncode == 0
+    inside = proc.poll() is None and bool(set(temps(root)) - before)  # this run's temp files exist right now
     kill_group(proc, sig)
     reap(proc)
     result = {"signal": signal.Signals(sig).name, "moment": moment, "xdist": xdist, "finished_first": finished_first,
-              "invalid": False, "torn": False,
+              "inside_write": inside, "invalid": False, "torn": False,
               "lost": False, "stale_md": False, "changed": False}
     try:
         ledger = L.load(path)
@@ -187,6 +188,7 @@ def main(argv=None) -> int:
         "kills": dict(sorted(kinds.items())),
         "xdist_trials": sum(r["xdist"] for r in results),
         "finished_before_signal": sum(r["finished_first"] for r in results),
+        "signalled_inside_write": sum(r["inside_write"] for r in results),
         "ledger_changed": sum(r["changed"] for r in results),
         "invalid_ledgers": sum(r["invalid"] for r in results),
         "torn_updates": sum(r["torn"] for r in results),
