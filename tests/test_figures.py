@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from matplotlib.collections import LineCollection
@@ -272,3 +273,17 @@ def test_the_controller_writes_index_md_listing_every_claim_test(pytester):
         assert index.count(f"| {claim} | - |") == 1
         figure = f"claims/{claim}/test_{claim}/figure.png"
         assert f"](<{figure}>)" in index and (run / figure).is_file()
+
+
+def test_drawing_never_imports_pyplot(tmp_path):
+    """pyplot would pick a global backend (a GUI one on a desktop) and keep every figure alive in its registry."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tests.test_figures import rows_for_claim, payload; "
+            "from pytest_mechclaim.figures import claim_figure; "
+            f"claim_figure(rows_for_claim(), 'c', {str(tmp_path / 'f.png')!r}, payload=payload()); "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
