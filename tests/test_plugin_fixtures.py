@@ -234,6 +234,32 @@ def test_xdist_workers_spread_over_the_cuda_devices(pytester, monkeypatch, resto
     run(pytester).assert_outcomes(passed=1)
 
 
+XDIST_PROBE = textwrap.dedent('''
+    import os
+    import torch
+
+    def test_worker_runtime(mechclaim_runtime):
+        worker = os.environ["PYTEST_XDIST_WORKER"]
+        assert worker in ("gw0", "gw1")
+        cuda = torch.cuda.is_available()  # on a CUDA machine: the worker's own device
+        assert mechclaim_runtime.device == (f"cuda:{int(worker[2:]) % torch.cuda.device_count()}" if cuda else "cpu")
+        assert mechclaim_runtime.threads == max(1, (os.cpu_count() or 1) // 2)
+''')
+
+
+def test_xdist_workers_get_their_runtime_from_the_plugin(pytester):
+    pytester.makepyfile(test_xdist=XDIST_PROBE)
+    result = pytester.runpytest_subprocess("-n", "2", "--mechclaim-device", "auto", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_fixtures_plugin_without_the_mechclaim_plugin_is_a_usage_error(pytester):
+    result = run(pytester, "-p", "no:mechclaim")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the mechclaim-fixtures plugin reads the mechclaim plugin's options*"
+                                 "-p no:mechclaim-fixtures*"])
+
+
 def test_spread_device_rule():
     assert [spread_device("cuda", f"gw{i}", 3) for i in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
     assert spread_device("cuda", "master", 3) == spread_device("cuda", None, 3) == "cuda"
