@@ -1,7 +1,8 @@
 """Tasks the engine scores: a clean/corrupt prompt pair with a target/foil token, and its matched controls.
 
 Token ids, not strings: the tokenizer-aware banks build these (and validate every token string as exactly one
-token); the hand-set ground-truth model has no tokenizer at all. Whether the ids fit a model's vocabulary and
+token), and so do ``prompts.text_pair`` / ``prompts.text_task`` for tasks written as text; the hand-set
+ground-truth model has no tokenizer at all. Whether the ids fit a model's vocabulary and
 context is the engine's check (``engine/inputs.py``): the pair does not know the model.
 
 A pair whose clean and corrupt prompts are identical is built (``identical`` is True) but measures nothing: the
