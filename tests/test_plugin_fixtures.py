@@ -451,3 +451,17 @@ def test_text_task_rejects_empty_prompts_and_malformed_controls(word_tokenizer):
     with pytest.raises(TextPromptError, match="p1-lexical: target 't8 t9' is 2 tokens"):
         text_task(word_tokenizer, "p1", "fam", "t1 t2", "t1 t3", "t5", "t6",
                   controls={"lexical": ("t1 t4", "t1 t9", "t8 t9", "t6")})
+
+
+def test_text_prompts_and_induction_tasks_on_the_smollm2_tokenizer(smollm2_tokenizer, mechclaim_induction_tasks):
+    from pytest_mechclaim.prompts import TextPromptError, text_pair
+
+    pair = text_pair(smollm2_tokenizer, "fr", "capitals", "The capital of France is", "The capital of Italy is",
+                     " Paris", " Rome")
+    assert pair.clean[0] == smollm2_tokenizer.bos_id and pair.target != pair.foil
+    with pytest.raises(TextPromptError, match=r"target ' Parisians of France' is \d tokens \[' Paris'"):
+        text_pair(smollm2_tokenizer, "fr", "capitals", "The capital of France is", "The capital of Italy is",
+                  " Parisians of France", " Rome")
+    build = mechclaim_induction_tasks(smollm2_tokenizer, "heldout")
+    assert build.tasks and {t.pair.seed for t in build.tasks} == {10, 11, 12}
+    assert build is mechclaim_induction_tasks(smollm2_tokenizer, "heldout")
