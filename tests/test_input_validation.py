@@ -1,7 +1,6 @@
-"""Fail-closed input validation: engine and SAE-check inputs (token ids, context, positions, identical prompts),
-claim markers (types, one marker per test, one spec per claim id, the same error under xdist) and report paths
-(distinct, bounded directories; quoted rerun commands; escaped Markdown). Every rule has a case where it bites and
-one where it passes."""
+"""Fail-closed input validation: engine and SAE-check inputs (token ids, context, positions, identical prompts) and
+report paths (distinct, bounded directories; quoted rerun commands; escaped Markdown). Claim markers:
+tests/test_marker_validation.py. Every rule has a case where it bites and one where it passes."""
 
 from __future__ import annotations
 
@@ -12,10 +11,14 @@ import shlex
 import pytest
 import torch
 
+from pytest_mechclaim import report
 from pytest_mechclaim.engine import EngineError, head_evidence, resid_evidence, sae_evidence
+from pytest_mechclaim.evidence import EvidenceRow
 from pytest_mechclaim.gates import specificity_gap
 from pytest_mechclaim.groundtruth import D_VOCAB, N_CTX, build_induction_model, build_induction_sae, induction_tasks
+from pytest_mechclaim.runs import MAX_DIR_NAME, claim_dir_name, write_claim_test
 from pytest_mechclaim.sae_compat import check_sae_compatibility
+from pytest_mechclaim.spec import parse_claim_marker
 from pytest_mechclaim.status import Status
 from pytest_mechclaim.tasks import PromptPair, Task, TaskError
 from pytest_mechclaim.verdict import decide
@@ -196,9 +199,6 @@ def test_sae_check_passes_on_usable_prompts_as_a_list(gt_model, gt_sae, gt_promp
 
 
 # ------------------------------------------------------------------------------------------------ report paths
-from pytest_mechclaim import report  # noqa: E402
-from pytest_mechclaim.evidence import EvidenceRow  # noqa: E402
-from pytest_mechclaim.runs import MAX_DIR_NAME, claim_dir_name, write_claim_test  # noqa: E402
 
 NEAR_KEYS = ("heldout[a/b]", "heldout[a_b]", "heldout[a b]", "heldout[a:b]")
 
@@ -240,11 +240,8 @@ def test_rerun_commands_quote_the_node_id():
 
 
 def test_the_terminal_report_quotes_its_rerun_line():
-    from pytest_mechclaim.spec import parse_claim_marker
-    from pytest_mechclaim.verdict import decide as decide_verdict
-
     spec = parse_claim_marker(("c",), {"statement": "s"})
-    text = report.claim_report(spec, None, decide_verdict([]), "t.py::test[x; rm -rf ~]")
+    text = report.claim_report(spec, None, decide([]), "t.py::test[x; rm -rf ~]")
     assert "rerun: python -m pytest 't.py::test[x; rm -rf ~]'" in text
 
 
@@ -275,183 +272,6 @@ def test_markdown_and_html_in_statements_and_prompts_are_escaped():
 def test_plain_statements_render_unchanged():
     text = _markdown("L1H0 copies the next token", "the cat sat")
     assert "> L1H0 copies the next token" in text and "| the cat sat |" in text
-
-
-# ----------------------------------------------------------------------------------------------- claim markers
-from pytest_mechclaim.spec import ClaimSpecError, parse_claim_marker  # noqa: E402
-
-
-@pytest.mark.parametrize("key, value, shown", [
-    ("units", None, "units must be a list of non-empty strings (e.g. ['L1H0']), got None"),
-    ("units", 5, "got 5"),
-    ("units", {"L1H0"}, "got {'L1H0'}"),
-    ("units", {"L1H0": 1}, "got {'L1H0': 1}"),
-    ("units", ["L1H0", 3], "got ['L1H0', 3]"),
-    ("units", [""], "got ['']"),
-    ("model", 5, "model must be a non-empty string, got 5"),
-    ("hook", "", "hook must be a non-empty string, got ''"),
-    ("sae", ["x"], "sae must be a non-empty string, got ['x']"),
-    ("statement", 5, "statement must be a string, got 5"),
-    ("statement", None, "statement= is required"),
-])
-def test_every_marker_field_is_type_checked_with_the_value_shown(key, value, shown):
-    kwargs = {"statement": "s", key: value}
-    with pytest.raises(ClaimSpecError) as err:
-        parse_claim_marker(("c",), kwargs)
-    assert shown in str(err.value)
-
-
-def test_well_typed_marker_fields_parse():
-    spec = parse_claim_marker(("c",), {"statement": " s ", "units": ("L1H0", "L1H1"), "model": "gpt2",
-                                       "hook": "blocks.1.attn.hook_z", "sae": "my-sae"})
-    assert (spec.statement, spec.units, spec.model, spec.hook, spec.sae) == (
-        "s", ("L1H0", "L1H1"), "gpt2", "blocks.1.attn.hook_z", "my-sae")
-    assert parse_claim_marker(("c",), {"statement": "s", "units": ["L1H0"]}).units == ("L1H0",)
-
-
-def collect(pytester, **files):
-    pytester.makeini("[pytest]\nstrict = true\n")
-    pytester.makepyfile(**files)
-    return pytester.runpytest("--collect-only", "-q")
-
-
-TWO_MARKERS = '''
-import pytest
-pytestmark = pytest.mark.claim("c", statement="module statement", units=["L1H0"])
-
-@pytest.mark.claim("c", statement={inner!r}, units=["L1H0"])
-def test_a(mechclaim):
-    pass
-'''
-
-
-def test_a_test_marker_that_changes_its_modules_claim_is_a_collection_error(pytester):
-    result = collect(pytester, test_two=TWO_MARKERS.format(inner="test statement"))
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*ERROR collecting test_two.py*", "*malformed claim marker(s):*",
-                                 "*test_two.py: test_a has claim markers that disagree, on the test itself and on "
-                                 "module test_two.py (statement: 'test statement' != 'module statement')*"])
-
-
-def test_a_test_marker_repeating_its_modules_claim_is_accepted(pytester):
-    result = collect(pytester, test_two=TWO_MARKERS.format(inner="module statement"))
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["test_two.py::test_a"])
-
-
-def test_a_class_marker_and_stacked_markers_must_agree_too(pytester):
-    result = collect(pytester, test_cls='''
-        import pytest
-
-        class TestC:
-            pytestmark = pytest.mark.claim("c", statement="s", level="candidate")
-
-            @pytest.mark.claim("c", statement="s", level="strong")
-            def test_a(self, mechclaim):
-                pass
-    ''', test_stacked='''
-        import pytest
-
-        @pytest.mark.claim("d", statement="s", units=["L1H0"])
-        @pytest.mark.claim("d", statement="s", units=["L1H1"])
-        def test_b(mechclaim):
-            pass
-    ''', test_twice='''
-        import pytest
-
-        @pytest.mark.claim("e", statement="s")
-        @pytest.mark.claim("e", statement="s")
-        def test_same_twice(mechclaim):
-            pass
-    ''')
-    result.stdout.fnmatch_lines_random([
-        "*test_cls.py: test_a has claim markers that disagree, on the test itself and on class TestC (level: "
-        "'strong' != 'candidate')*",
-        "*test_stacked.py: test_b has claim markers that disagree, on the test itself (units: ('L1H1',) != "
-        "('L1H0',))*"])
-    result.stdout.fnmatch_lines(["test_twice.py::test_same_twice"])  # two identical markers are one claim
-    assert "2 errors" in result.stdout.str()
-
-
-def test_one_claim_id_with_conflicting_specs_across_a_modules_tests_is_an_error(pytester):
-    result = collect(pytester, test_conflict='''
-        import pytest
-
-        @pytest.mark.heldout
-        @pytest.mark.claim("c", statement="s", units=["L1H0"])
-        def test_a(mechclaim):
-            pass
-
-        @pytest.mark.replication
-        @pytest.mark.claim("c", statement="s", units=["L1H0"], expect="rejected")
-        def test_b(mechclaim):
-            pass
-    ''')
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*test_conflict.py: claim 'c' has conflicting specs in test_b and test_a "
-                                 "(expect: 'rejected' != 'supported'): one claim id has one spec*"])
-
-
-def test_one_claim_id_with_one_spec_across_a_modules_tests_is_accepted(pytester):
-    result = collect(pytester, test_agree='''
-        import pytest
-
-        @pytest.mark.heldout
-        @pytest.mark.claim("c", statement="s", units=["L1H0"])
-        def test_a(mechclaim):
-            pass
-
-        @pytest.mark.replication
-        @pytest.mark.claim("c", statement="s", units=("L1H0",))
-        def test_b(mechclaim):
-            pass
-    ''')
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["test_agree.py::test_a", "test_agree.py::test_b"])
-
-
-BAD_LEVEL = '''
-import pytest
-pytestmark = pytest.mark.claim("ok-id", statement="s", level="certain")
-
-def test_a(mechclaim):
-    pass
-'''
-EXPECTED_ERROR = ["*ERROR collecting test_bad.py*", "*malformed claim marker(s):*",
-                  "*test_bad.py: claim 'ok-id': unknown level 'certain'*"]
-
-
-def test_a_malformed_marker_is_the_same_collection_error_under_xdist(pytester):
-    pytester.makeini("[pytest]\nstrict = true\n")
-    pytester.makepyfile(test_bad=BAD_LEVEL, test_plain="def test_plain():\n    pass\n")
-    serial = pytester.runpytest_subprocess()
-    parallel = pytester.runpytest_subprocess("-p", "xdist", "-n", "2")
-    for result in (serial, parallel):
-        result.stdout.fnmatch_lines(EXPECTED_ERROR)
-        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-        assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR)
-    assert serial.ret == pytest.ExitCode.INTERRUPTED
-    parallel.assert_outcomes(passed=1, errors=1)  # xdist still runs the files that collected
-
-
-LATE_MARKER_CONFTEST = '''
-import pytest
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        item.add_marker(pytest.mark.claim("late", statement="s", level={level!r}))
-'''
-
-
-@pytest.mark.parametrize("level, malformed", [("certain", True), ("candidate", False)])
-def test_a_claim_marker_added_after_collection_is_checked_too(pytester, level, malformed):
-    pytester.makeconftest(LATE_MARKER_CONFTEST.format(level=level))
-    result = collect(pytester, test_late="def test_a(mechclaim):\n    pass\n")
-    if malformed:
-        assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines(["*malformed claim marker(s):*", "*test_late.py: claim 'late': unknown level*"])
-    else:
-        assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
 
 
 IDENTICAL_CLAIM = '''
