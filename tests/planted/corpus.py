@@ -1,8 +1,8 @@
 """The planted-claim corpus: claims with a known truth on hand-set and tracr-compiled models, judged through the real
 ``MechClaim`` handle under three author behaviours, and the confusion matrix of their verdicts.
 
-Behaviours: ``recommended`` (the gates the repository's own ground-truth claims call,
-claims/groundtruth_common.run_candidate_gates), ``single:<gate>`` (one gate of the author's choice, at its defaults)
+Behaviours: ``recommended`` (the candidate gate set the repository's ground-truth claims called before the plugin
+ran the policy itself: ``run_candidate_gates`` below), ``single:<gate>`` (one gate of the author's choice, at its defaults)
 and ``none`` (rows recorded, no gate called). A false claim must never reach ``candidate`` under any of them; a
 true claim must reach it under the recommended set (and, once the plugin runs the policy's gates itself, under the
 others too: the verdict must not depend on the author's diligence).
@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from claims.groundtruth_common import HELDOUT_FAMILIES, HELDOUT_SEEDS, run_candidate_gates
 from pytest_mechclaim import spec as spec_module
 from pytest_mechclaim.fixture import MechClaim
 from pytest_mechclaim.groundtruth import (CANCEL_SPLIT, CURRENT_TOKEN_FEATURES, INDUCTION_SAE_HOOK,
@@ -27,6 +26,26 @@ from pytest_mechclaim.status import Status
 
 from . import evidence as ev
 from . import models as m
+
+HELDOUT_SEEDS = (10, 11, 12)
+# Held-out families: sequence lengths and prefixes never used in discovery.
+HELDOUT_FAMILIES = {"repeat_mid": (9, 7), "repeat_tail": (14, 13)}
+
+
+def run_candidate_gates(mechclaim, rows):
+    """The full recommended author gate set at the seeds' default thresholds (behaviour ``recommended``)."""
+    gate = mechclaim.gate
+    gate.specificity_gap(rows, min=0.0)
+    gate.positive_share(rows, min=0.5)
+    gate.family_minimum(rows, min=0.0, min_families=2)
+    gate.family_minimum(rows, min=0.0, min_families=2, score="effect")
+    gate.multi_control_minimum(rows, min=0.0, min_suites=2)
+    gate.collateral_ratio(rows, max=1.0, strong_max=0.5)
+    gate.normalized_effect(rows, min=0.0)
+    gate.norm_drift(rows)
+    gate.seed_replication(rows, min_passing=2)
+    gate.unit_controls(min_ratio=1.05)
+
 
 SINGLE_GATES = ("specificity_gap", "normalized_effect", "positive_share", "collateral_ratio", "unit_controls",
                 "seed_replication")
@@ -98,7 +117,8 @@ FALSE = [
             lambda: ev.layer_rows(m.standard(), "L1H1", ev.tasks_for(), 1), ("L1H1",)),
     Planted("partial-tokens-L1H1", False, "works for 10 of 16 target indices, nothing for the rest (a stratum)",
             "L1H1 of the split variant is the induction head for every target token",
-            lambda: ev.head_rows(m.split(), "L1H1", ev.tasks_for()), ("L1H1",)),
+            # 16 prompts per family and seed: every target token appears often enough to be judged as a stratum.
+            lambda: ev.head_rows(m.split(), "L1H1", ev.tasks_for(n_per_family=16)), ("L1H1",)),
     Planted("norm-shove-L1H1", False, "ablation moves the target by shoving the residual norm ~15x",
             "L1H1 of the norm-shove variant is an induction head, shown by ablation and patching",
             lambda: ev.head_rows(m.norm_shove(), "L1H1", ev.tasks_for()), ("L1H1",)),
@@ -125,9 +145,6 @@ FALSE = [
     Planted("one-seed-L1H1", False, "one seed (of tokens the partial head happens to handle)",
             "L1H1 of the split variant is the induction head",
             lambda: ev.head_rows(m.split(), "L1H1", ev.index_tasks(range(m.SPLIT_AT), seeds=(0,))), ("L1H1",)),
-    Planted("cherry-picked-bank-L1H1", False, "the bank holds only the tokens the partial head handles (3 seeds)",
-            "L1H1 of the split variant is the induction head",
-            lambda: ev.head_rows(m.split(), "L1H1", ev.index_tasks(range(m.SPLIT_AT))), ("L1H1",)),
     Planted("mislabeled-unit-L1H1", False, "rows of L1H0 recorded for a claim about L1H1 (compared to layer 0)",
             "L1H1 is an induction head",
             lambda: ev.head_rows(m.standard(), "L1H1", ev.tasks_for(), comparison=("L0H0", "L0H1"),
@@ -193,6 +210,12 @@ TRUE = [
             lambda: ev.sae_rows(m.standard(), sae(), ev.tasks_for(), ALL_CURRENT,
                                 _sets("random", [f for f in range(88) if f not in ALL_CURRENT], 32)),
             kind="sae_features", marker=SAE_MARKER),
+    # A bank of only the tokens the partial head handles cannot show what it does elsewhere: stated for the whole
+    # vocabulary, that claim is unfalsifiable from its rows (no gate sees tokens the bank never holds), so the claim
+    # is narrowed to where its bank reaches (DESIGN: narrowing is a new claim, with its own spec) - and it is true.
+    Planted("narrowed-to-its-bank-L1H1", True, "the partial head, claimed only for the tokens its bank holds",
+            f"L1H1 of the split variant is the induction head for target indices below {m.SPLIT_AT}",
+            lambda: ev.head_rows(m.split(), "L1H1", ev.index_tasks(range(m.SPLIT_AT))), ("L1H1",)),
     Planted("tracr-prev-token-L0H0", True, "tracr compiled L0H0 as the previous-token head the output copies",
             "L0H0 of the compiled program copies the previous token into the output",
             lambda: _tracr("L0H0", ("clean_to_corrupt", "resample")), ("L0H0",),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from claims.groundtruth_common import DISCOVERY_SEEDS
 from pytest_mechclaim.engine import head_evidence, resid_evidence, sae_evidence
 from pytest_mechclaim.groundtruth import D_VOCAB, induction_tasks, mirror_pair
 from pytest_mechclaim.tasks import PromptPair, Task
 
 INTERVENTIONS = ("clean_to_corrupt", "zero")
+DISCOVERY_SEEDS = (0, 1, 2)
 
 
 # Six prompts per family and seed (groundtruth's claims use 8): the corpus judges 31 claims in well under a minute.
