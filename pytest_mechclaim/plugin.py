@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from collections import Counter
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -25,15 +28,17 @@ from . import ledger as ledger_mod
 from .fixture import MechClaim
 from .policy import DEFAULT_POLICY, Policy, PolicyError, check_spec, policy_from_lines
 from .report import claim_report, table
-from .runs import RunRecord, RunRecordError, new_run_id, provenance, utc_now, write_claim_test, write_json
+from .runs import (RunRecord, RunRecordError, new_run_id, provenance, prune_runs, utc_now, write_claim_test,
+                   write_json)
 from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker, spec_differences
 from .status import Status
+from .terminal import verdict_longrepr
+from .compare import Comparison, compare_session, parse_drift_check
+from .progress import PROGRESS_MODES, TerminalProgress
+from .progress import logger as progress_logger
 
 PAYLOAD_KEY = "mechclaim"
-KNOWN_DEPRECATIONS = (
-    "HookedTransformer is deprecated",
-    "The 'utils' module has been deprecated",
-)
+DEFAULT_LEDGER = "mechclaim-ledger.json"
 
 
 session_key = pytest.StashKey["ClaimSession"]()
@@ -86,14 +91,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "stage); the reason is stored in the ledger. Repeatable")
     group.addoption("--mechclaim-runs-dir", default=None, metavar="DIR",
                     help="where run records are written. ini: mechclaim_runs_dir")
+    group.addoption("--mechclaim-strict", action="store_true", default=None,
+                    help="fail the session when a claim stage was not judged: skipped without declaring "
+                         "requires=('hub'|'cuda'), a missing offline model or package. ini: mechclaim_strict")
+    group.addoption("--mechclaim-compare", nargs="?", const="", default=None, metavar="RUN|ledger",
+                    help="print how each claim stage's metrics moved against an earlier run (default: the newest "
+                         "finished one), a run id, or 'ledger'")
+    group.addoption("--mechclaim-compare-fail", action="append", default=[], type=parse_drift_check,
+                    metavar="METRIC:TOL",
+                    help="fail the session when METRIC moved by more than TOL (a number, or a percentage like 5%%) "
+                         "against the --mechclaim-compare baseline (default: the newest finished run). Repeatable")
+    group.addoption("--mechclaim-progress", default=None, choices=PROGRESS_MODES,
+                    help="report long steps (model conversion, SAE build and checks, nulls): lines (one line per "
+                         "finished step, default), live (also when a step starts), off. ini: mechclaim_progress")
     group.addoption("--mechclaim-run-id", default=None, metavar="ID",
                     help="name this run's record (default: UTC time + random suffix); an existing id is an error")
     parser.addini("mechclaim_device", "device for claim models: auto, cpu or cuda", default="auto")
     parser.addini("mechclaim_threads", "torch CPU threads per process (0: cores / xdist workers)", type="int", default=0)
     parser.addini("mechclaim_cache_dir", "cache for converted models and trained SAEs", default=".mechclaim/cache")
-    parser.addini("mechclaim_ledger", "the claim ledger file, relative to the ini file", default="mechclaim-ledger.json")
+    # No default value here, so an ini that names the ledger is told apart from the default path (which may be absent
+    # in a new project; an explicitly configured one must exist).
+    parser.addini("mechclaim_ledger", f"the claim ledger file, relative to the ini file (default {DEFAULT_LEDGER})",
+                  default="")
     parser.addini("mechclaim_runs_dir", "where run records are written, relative to the ini file",
                   default=".mechclaim/runs")
+    parser.addini("mechclaim_keep_runs", "run records kept in the runs dir; older finished ones are removed "
+                  "(0: keep all)", type="int", default=20)
+    parser.addini("mechclaim_progress", "progress of long steps: lines, live or off", default="lines")
+    parser.addini("mechclaim_strict", "fail the session when a claim stage was not judged (see --mechclaim-strict)",
+                  type="bool", default=False)
     parser.addini("mechclaim_figures", "draw a figure (PNG) for every claim test's report", type="bool", default=True)
     parser.addini("mechclaim_policy_tighten", "evidence policy tightenings, one a line: 'gate.arg = value' raises a "
                   "floor, a bare gate name requires that gate (python -m pytest_mechclaim.policy prints the policy)",
@@ -108,13 +134,13 @@ def parse_ack(text: str) -> tuple[str, str]:
     return claim_id.strip(), reason.strip()
 
 
-def _configured_path(config: pytest.Config, option: str, ini: str) -> Path:
+def _configured_path(config: pytest.Config, option: str, ini: str, default: str = "") -> Path:
     """A CLI path is relative to the invocation directory, an ini path to the ini file (or the rootdir)."""
     value = config.getoption(option)
     if value:
         return (config.invocation_params.dir / value).resolve()
     base = config.inipath.parent if config.inipath else config.rootpath
-    return (base / config.getini(ini)).resolve()
+    return (base / (config.getini(ini) or default)).resolve()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,10 +151,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     for stage in STAGES:
         config.addinivalue_line("markers", f"{stage}: claim stage - {STAGE_HELP[stage]}")
-    # TL 3.9 deprecates HookedTransformer in favour of TL 4's bridge, but sae-lens 6 needs TL < 4: filter exactly
-    # these notices, nothing else.
-    for message in KNOWN_DEPRECATIONS:
-        config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
     try:
         config.stash[policy_key] = policy_from_lines(config.getini("mechclaim_policy_tighten"))
     except PolicyError as exc:
@@ -254,7 +276,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 @pytest.fixture
-def mechclaim(request: pytest.FixtureRequest, record_property) -> MechClaim:
+def mechclaim(request: pytest.FixtureRequest) -> MechClaim:
     """The claim's evidence handle: ``record(rows)``, ``gate.<name>(...)``; the verdict is judged after the test."""
     item = request.node
     spec = item.stash.get(spec_key, None)
@@ -294,11 +316,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return report
     handle = item.stash.get(handle_key, None)
     if call.excinfo is not None and isinstance(call.excinfo.value, ClaimVerdictFailure):
-        report.longrepr = call.excinfo.value.report
+        report.longrepr = verdict_longrepr(item.config.option.tbstyle, call.excinfo.value.report, spec,
+                                           handle.stage, handle.verdict(), (item.location[0], item.location[1] or 0))
     elif handle is not None and handle.concluded and report.when == "call":
         report.sections.append(("mechclaim", claim_report(spec, handle.stage, handle.verdict(), item.nodeid)))
     # One payload per claim test: from the call phase, or from whichever phase failed before a verdict existed.
-    if report.when == "call" or (report.failed and report.when == "setup"):
+    if report.when == "call" or (report.when == "setup" and not report.passed):
         payload = {
             "claim": spec.to_dict(),
             "stage": item.stash.get(stage_key, None),
@@ -313,6 +336,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if payload["verdict"] is None:
             payload["error"] = (f"{call.excinfo.typename}: {call.excinfo.value}"[:500] if call.excinfo
                                 else "the test never used the mechclaim fixture")
+        if report.skipped:
+            longrepr = report.longrepr
+            payload["skip_reason"] = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr))[:500]
         verdict = payload["verdict"] or {"gates": []}
         payload["fingerprint"] = ledger_mod.spec_fingerprint(
             payload["claim"], payload["stage"], handle.gate_calls if handle is not None else (), verdict["gates"],
@@ -390,6 +416,11 @@ class ClaimSession:
         self.reconciliation: ledger_mod.Reconciliation | None = None
         self.problems: list[str] = []
         self.ledger_skipped: str | None = None
+        self.internal_error = False
+        self.strict = bool(config.getoption("mechclaim_strict") or config.getini("mechclaim_strict"))
+        self.strict_failures: list[str] = []
+        self.comparison: Comparison | None = None
+        self.progress_handler: TerminalProgress | None = None
 
     # -- run record -------------------------------------------------------------------------------------------
 
@@ -400,7 +431,14 @@ class ClaimSession:
             if info:
                 self.run_id, self.run_dir = info["run_id"], Path(info["run_dir"])
             return
-        self.ledger_path = _configured_path(config, "mechclaim_ledger", "mechclaim_ledger")
+        self.ledger_path = _configured_path(config, "mechclaim_ledger", "mechclaim_ledger", DEFAULT_LEDGER)
+        explicit = config.getoption("mechclaim_ledger") or config.getini("mechclaim_ledger")
+        if explicit and not self.ledger_path.exists() and not config.getoption("mechclaim_update_ledger"):
+            # A misspelt path must not silently disable gating (exit 0 with nothing compared).
+            raise pytest.UsageError(
+                f"the claim ledger {self.ledger_path} does not exist (configured by "
+                f"{'--mechclaim-ledger' if config.getoption('mechclaim_ledger') else 'the mechclaim_ledger ini key'});"
+                " fix the path, or start a new ledger with --mechclaim-update-ledger")
         if config.getoption("mechclaim_prune_ledger") and not config.getoption("mechclaim_update_ledger"):
             raise pytest.UsageError("--mechclaim-prune-ledger only works with --mechclaim-update-ledger")
         try:
@@ -461,6 +499,21 @@ class ClaimSession:
         self.modules |= set(output["modules"])
         self.worker_judged[worker_id] = output["judged"]
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        mode = self.config.getoption("mechclaim_progress") or self.config.getini("mechclaim_progress")
+        if mode not in PROGRESS_MODES:
+            raise pytest.UsageError(f"mechclaim_progress must be one of {list(PROGRESS_MODES)}, got {mode!r}")
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if mode != "off" and reporter is not None:
+            self.progress_handler = TerminalProgress(
+                reporter, self.config.pluginmanager.get_plugin("capturemanager"), mode)
+            progress_logger.addHandler(self.progress_handler)
+            if progress_logger.level == logging.NOTSET or progress_logger.level > logging.INFO:
+                progress_logger.setLevel(logging.INFO)
+
+    def pytest_internalerror(self, excrepr, excinfo) -> None:
+        self.internal_error = True
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         if self.is_worker:
@@ -475,10 +528,15 @@ class ClaimSession:
             self.problems.append(f"xdist worker(s) {', '.join(self.crashed_workers)} went down: the claims they had "
                                  "not finished were not judged")
         interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+        crashed = self.internal_error or session.exitstatus == pytest.ExitCode.INTERNAL_ERROR
         judged = [r for r in self.records if r["verdict"] is not None]
         check: dict = {"judged": len(judged), "not_judged": [r["nodeid"] for r in self.records if r["verdict"] is None]}
+        if self.strict and not (interrupted or crashed):
+            self.strict_failures = strict_failures(self.records)
         if interrupted:
             self.ledger_skipped = "session interrupted: the ledger was neither compared nor updated"
+        elif crashed:
+            self.ledger_skipped = "internal error: the ledger was neither compared nor updated"
         elif self.problems:
             self.ledger_skipped = "the session lost claim results: the ledger was neither compared nor updated"
         elif self.records:
@@ -491,8 +549,15 @@ class ClaimSession:
                 check.update(self.reconciliation.to_dict())
             except ledger_mod.LedgerError as exc:
                 self.problems.append(str(exc))
-        check.update(problems=self.problems, skipped=self.ledger_skipped)
-        if self.problems or (self.reconciliation is not None and self.reconciliation.failed):
+        check.update(problems=self.problems, skipped=self.ledger_skipped, strict_failures=self.strict_failures)
+        wanted = self.config.getoption("mechclaim_compare")
+        drift_checks = self.config.getoption("mechclaim_compare_fail")
+        if (wanted is not None or drift_checks) and judged and not (interrupted or crashed):
+            self.comparison = compare_session(judged, wanted or "", drift_checks, self.run.path.parent, self.run_id,
+                                              self._committed_ledger())
+        drifted = bool(self.comparison and self.comparison.failed)
+        if self.problems or self.strict_failures or drifted or \
+                (self.reconciliation is not None and self.reconciliation.failed):
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.records:
@@ -502,7 +567,17 @@ class ClaimSession:
 
             write_run_index(self.run.path, self.records)
             write_json(self.run.path / "ledger-check.json", check)
-            self.run.finish(session.exitstatus, interrupted)
+        if self.records or self.inventory:
+            status = ("interrupted" if interrupted else "crashed" if crashed or self.crashed_workers
+                      else "incomplete" if self.problems else "complete")
+            self.run.finish(session.exitstatus, status)
+            prune_runs(self.run.path.parent, self.config.getini("mechclaim_keep_runs"), keep=self.run_id)
+
+    def _committed_ledger(self) -> dict | None:
+        try:
+            return ledger_mod.load(self.ledger_path)
+        except ledger_mod.LedgerError:
+            return None
 
     def _scope(self) -> list[Path]:
         return [self.config.invocation_params.dir / a.split("::")[0] for a in self.config.args]
@@ -516,24 +591,58 @@ class ClaimSession:
     # -- terminal -------------------------------------------------------------------------------------------------
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        verbosity = self.config.get_verbosity()
         if self.records and not self.config.getoption("mechclaim_no_summary"):
+            rows = summary_rows(self.records)
             terminalreporter.write_sep("=", f"mechclaim: {len(self.records)} claim verdicts")
-            for line in table(["claim", "stage", "claimed", "verdict", "test", "failing gates"],
-                              summary_rows(self.records)):
+            # -q lists only the stages whose test did not pass; -qq only counts them.
+            shown = rows if verbosity >= 0 else [r for r in rows if r[4] != "ok"]
+            if verbosity >= -1 and shown:
+                for line in table(["claim", "stage", "claimed", "verdict", "test", "failing gates"], shown):
+                    terminalreporter.write_line(line)
+            if verbosity < 0:
+                counts = Counter(r[3] for r in rows)
+                terminalreporter.write_line(", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                                            + f"; {sum(r[4] == 'ok' for r in rows)} of {len(rows)} tests ok")
+        if self.comparison is not None:
+            label = self.comparison.baseline or "-"
+            terminalreporter.write_sep("=", f"mechclaim compare against {label}"
+                                       + (": FAILED" if self.comparison.failed else ""),
+                                       red=bool(self.comparison.failed), bold=bool(self.comparison.failed))
+            for line in self.comparison.lines():
                 terminalreporter.write_line(line)
+            if self.comparison.failed:
+                terminalreporter.stats.setdefault("metric-drift", []).extend(
+                    SimpleNamespace(kind="metric-drift") for _ in self.comparison.failed)
         lines = self.ledger_lines()
         if lines:
             rec = self.reconciliation
-            failed = bool(self.problems) or (rec is not None and rec.failed)
+            failed = bool(self.problems) or bool(self.strict_failures) or (rec is not None and rec.failed)
             terminalreporter.write_sep("=", "mechclaim ledger" + (": FAILED" if failed else ""),
                                        red=failed, bold=failed)
-            for line in lines:
+            for line in lines if verbosity >= -1 else [l for l in lines if not l.startswith("run record")]:
                 terminalreporter.write_line(line)
+            # The closing line says why the run failed when every test passed ("3 passed, 3 ledger-changed").
+            failures = {"ledger-changed": len(rec.changes) if rec is not None and rec.failed and not rec.update
+                        else 0,
+                        "ledger-refused": len(rec.refused) if rec is not None and rec.update else 0,
+                        "ledger-errors": len(self.problems), "strict-not-judged": len(self.strict_failures)}
+            for key, n in failures.items():
+                if n:
+                    # Objects, not strings: other plugins read ``report.__dict__`` of every stats entry.
+                    terminalreporter.stats.setdefault(key, []).extend(SimpleNamespace(kind=key) for _ in range(n))
 
     def ledger_lines(self) -> list[str]:
         if self.is_worker or self.run is None or not self.records:
             return []
         lines = [f"ERROR {p}" for p in self.problems]
+        lines += [f"STRICT   {f}" for f in self.strict_failures]
+        not_judged = [r for r in self.records if r["verdict"] is None]
+        if not_judged:
+            declared = sum(1 for r in not_judged if r["outcome"] == "skipped" and r["claim"].get("requires"))
+            lines.append(f"{len(not_judged)} claim test(s) not judged ({declared} skipped for a declared requirement"
+                         f"{'' if self.strict else '; --mechclaim-strict fails the others'}): the ledger compares "
+                         "only judged stages")
         if self.ledger_skipped:
             lines.append(self.ledger_skipped)
         rec = self.reconciliation
@@ -548,6 +657,21 @@ def _display(path: Path, config: pytest.Config) -> str:
         return str(Path(path).relative_to(config.invocation_params.dir))
     except ValueError:
         return str(path)
+
+
+def strict_failures(records: list[dict]) -> list[str]:
+    """Claim tests that were selected and not judged, except skips for what the claim declares it needs
+    (``requires=("hub",)``: a model hub or a GPU this machine lacks). A missing offline model or package, a
+    fixture error, an undeclared skip: each fails a strict session, so CI never reads "all match" over nothing."""
+    out = []
+    for rec in sorted(records, key=lambda r: r["nodeid"]):
+        if rec["verdict"] is not None:
+            continue
+        if rec["outcome"] == "skipped" and rec["claim"].get("requires"):
+            continue
+        why = rec.get("skip_reason") or rec.get("error") or rec["outcome"]
+        out.append(f"{rec['nodeid']} was not judged ({rec['outcome']}: {why})")
+    return out
 
 
 def missing_results(worker_judged: dict[str, list[str]], records: list[dict]) -> list[str]:
@@ -581,7 +705,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is None:
         return
-    if session.run is not None and not session.records:
+    if session.progress_handler is not None:
+        progress_logger.removeHandler(session.progress_handler)
+    # A run that collected no claim leaves no record; one interrupted during a claim test keeps it (marked).
+    if session.run is not None and not session.records and not session.inventory:
         session.run.discard_if_unused()
     for plugin in (session, config.pluginmanager.get_plugin("mechclaim-xdist")):
         if plugin is not None and config.pluginmanager.is_registered(plugin):

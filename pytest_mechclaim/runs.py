@@ -37,8 +37,9 @@ from pathlib import Path
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
 # Distributions whose versions decide what a verdict means (models, SAEs, numerics, the test runner).
 VERSIONED = ("pytest-mechclaim", "pytest", "pytest-xdist", "torch", "transformer-lens", "sae-lens", "numpy",
-             "scipy", "matplotlib")
+             "scipy", "matplotlib", "transformers", "tokenizers", "gguf", "safetensors", "huggingface-hub")
 HEADER_FILES = ("run.json", "config.json", "provenance.json")
+RUN_STATUSES = ("complete", "interrupted", "crashed", "incomplete")
 # Test hook: seconds to sleep between writing a temporary file and moving it into place (crash-safety tests
 # kill the process inside this window).
 WRITE_DELAY_ENV = "MECHCLAIM_TEST_WRITE_DELAY"
@@ -226,10 +227,13 @@ class RunRecord:
     def read(self, name: str):
         return json.loads((self.path / name).read_text())
 
-    def finish(self, exitstatus: int, interrupted: bool) -> None:
+    def finish(self, exitstatus: int, status: str) -> None:
+        """``status``: complete | interrupted (Ctrl-C) | crashed (INTERNALERROR, a lost xdist worker) |
+        incomplete (claim results lost). A run killed outright stays ``incomplete`` from ``create``."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
         run = self.read("run.json")
-        run.update(status="interrupted" if interrupted else "complete", finished_at=utc_now(),
-                   exitstatus=int(exitstatus))
+        run.update(status=status, finished_at=utc_now(), exitstatus=int(exitstatus))
         write_json(self.path / "run.json", run)
 
     def discard_if_unused(self) -> bool:
@@ -238,7 +242,42 @@ class RunRecord:
         if names - set(HEADER_FILES):
             return False
         shutil.rmtree(self.path)
+        # A project without claims keeps no trace: the runs dir (and a .mechclaim parent) go too when empty.
+        runs_dir = self.path.parent
+        for folder in (runs_dir, runs_dir.parent) if runs_dir.parent.name == ".mechclaim" else (runs_dir,):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
         return True
+
+
+# A run still marked incomplete this long after it started is a killed session, not one in progress.
+STALE_INCOMPLETE_SECONDS = 24 * 3600
+
+
+def prune_runs(runs_dir: Path, keep_last: int, keep: str | None = None) -> list[str]:
+    """Remove the oldest run records beyond the newest ``keep_last`` (0: keep all). Never ``keep`` (this session's),
+    never a run that may still be in progress elsewhere (incomplete and younger than a day): another session, with
+    its own lock-free run directory, could be writing into it. Returns the removed run ids."""
+    if keep_last <= 0 or not Path(runs_dir).is_dir():
+        return []
+    import time
+
+    runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and RUN_ID.match(p.name))
+    removed = []
+    for path in runs[:max(len(runs) - keep_last, 0)]:
+        if path.name == keep:
+            continue
+        try:
+            status = json.loads((path / "run.json").read_text()).get("status")
+        except (OSError, ValueError):
+            status = None
+        if status in (None, "incomplete") and time.time() - path.stat().st_mtime < STALE_INCOMPLETE_SECONDS:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
 
 
 def claim_test_dir(run_dir: Path, claim_id: str, key: str) -> Path:
