@@ -145,6 +145,11 @@ def sae_quality(model, sae, tokens, hook_name: str | None = None, batch_size: in
                 special_token_ids=None) -> SAEQuality:
     """Explained variance, CE loss recovered (zero-ablation baseline), L0 and dead share of ``sae`` at its hook.
 
+    Why not ``sae_lens.evals``: its ``get_recons_loss`` masks special tokens only where activations are spliced and
+    still scores next-token loss at every position (BOS separators included as inputs and targets), and
+    ``get_sparsity_and_variance_metrics`` needs an ``ActivationsStore`` over a dataset; the compatibility gate
+    judges the claim's own prompts with special positions excluded from both sides, so it computes these here.
+
     * explained variance = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, pooled over the kept tokens;
     * CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), with the SAE's reconstruction (or zeros)
       spliced into the forward pass at the hook, over next-token predictions whose input and target are kept;

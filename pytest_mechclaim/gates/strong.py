@@ -54,10 +54,11 @@ def strong_floor(rows: Sequence[EvidenceRow], min_tasks: int = 30, min_families:
 
 
 def percentile_rank(value: float, null: Sequence[float]) -> float:
-    """Share of the null strictly below ``value``, ties counted half (uniform in [0, 1] for a null claim)."""
-    below = sum(1 for x in null if x < value)
-    ties = sum(1 for x in null if x == value)
-    return (below + 0.5 * ties) / len(null)
+    """Share of the null strictly below ``value``, ties counted half (uniform in [0, 1] for a null claim):
+    scipy's ``percentileofscore(kind="mean")``, as a fraction."""
+    from scipy.stats import percentileofscore
+
+    return float(percentileofscore(list(null), value, kind="mean")) / 100.0
 
 
 def empirical_null(value: float, null: Sequence[float], min_percentile: float = 0.95, min_null_sets: int = 30,
