@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,16 +269,22 @@ def hub_endpoint() -> str:
 
 
 def hub_unreachable_reason() -> str | None:
-    """One short TCP probe of the hub endpoint (per process); the reason it failed, or None when reachable."""
+    """One short request to the hub endpoint through huggingface_hub's own session (per process: its proxy,
+    certificate and offline settings apply); the reason it failed, or None when the hub answered."""
     endpoint = hub_endpoint()
     if endpoint not in _hub_probe:
+        from huggingface_hub import get_session, is_offline_mode
+
         url = urlparse(endpoint)
-        host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-        try:
-            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-            _hub_probe[endpoint] = None
-        except OSError as exc:
-            _hub_probe[endpoint] = f"model hub {host}:{port} unreachable ({type(exc).__name__}: {exc})"
+        where = f"{url.hostname or 'huggingface.co'}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        if is_offline_mode():
+            _hub_probe[endpoint] = f"model hub {where} unreachable (huggingface_hub is in offline mode)"
+        else:
+            try:
+                get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+                _hub_probe[endpoint] = None
+            except Exception as exc:  # noqa: BLE001 - any transport failure means "not reachable from here"
+                _hub_probe[endpoint] = f"model hub {where} unreachable ({type(exc).__name__}: {exc})"
     return _hub_probe[endpoint]
 
 
