@@ -11,6 +11,7 @@ control foil; prompts are non-empty; unknown fields are rejected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -91,29 +92,65 @@ class BankTask:
 
     @classmethod
     def from_dict(cls, record: Mapping) -> "BankTask":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - set(fields))
-        if unknown:
-            raise SchemaError(f"unknown task fields {unknown}")
-        required = [n for n, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [n for n in required if n not in record]
-        if missing:
-            raise SchemaError(f"missing task fields {missing}")
-        for name, value in record.items():
-            if name == "metadata":
-                if not isinstance(value, Mapping):
-                    raise SchemaError("metadata must be a mapping")
-            elif not isinstance(value, str):
-                raise SchemaError(f"field {name} must be a string, got {type(value).__name__}")
-        if record.get("expected_baseline_direction", "positive") not in DIRECTIONS:
-            raise SchemaError(f"expected_baseline_direction must be one of {DIRECTIONS}")
-        return cls(**{k: (dict(v) if k == "metadata" else v) for k, v in record.items()})
+        """Validate a raw record with the bank's pydantic schema (``BankTaskRecord``); SchemaError names every
+        unknown, missing or mistyped field."""
+        from pydantic import ValidationError
+
+        if not isinstance(record, Mapping):
+            raise SchemaError(f"a task record must be a mapping, got {type(record).__name__}")
+        try:
+            valid = _record_model().model_validate(dict(record))
+        except ValidationError as exc:
+            raise SchemaError(_schema_problems(exc)) from None
+        return cls(**valid.model_dump())
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["metadata"] = dict(self.metadata)
         return out
+
+
+@functools.cache
+def _record_model():
+    """The pydantic model of one raw task record (built once, on first use: pydantic stays out of import time)."""
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class BankTaskRecord(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        id: str
+        family: str
+        prompt: str
+        target: str
+        foil: str
+        control_prompt: str
+        control_target: str
+        control_foil: str
+        expected_baseline_direction: Literal[DIRECTIONS] = "positive"  # type: ignore[valid-type]
+        control_type: str = "matched_non_negation"
+        metadata: dict = Field(default_factory=dict)
+
+    return BankTaskRecord
+
+
+def _schema_problems(exc) -> str:
+    by_kind: dict[str, list[str]] = {}
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "record"
+        if error["type"] == "extra_forbidden":
+            by_kind.setdefault("unknown task fields", []).append(name)
+        elif error["type"] == "missing":
+            by_kind.setdefault("missing task fields", []).append(name)
+        elif name == "expected_baseline_direction":
+            by_kind.setdefault(f"expected_baseline_direction must be one of {DIRECTIONS}", [])
+        elif name.startswith("metadata"):
+            by_kind.setdefault("metadata must be a mapping", [])
+        else:
+            by_kind.setdefault("fields must be strings", []).append(f"field {name} must be a string, got "
+                                                                  f"{type(error.get('input')).__name__}")
+    return "; ".join(f"{kind} {sorted(names)}" if kind.endswith("fields") else
+                     (", ".join(names) if names else kind) for kind, names in by_kind.items())
 
 
 @dataclass(frozen=True)
