@@ -17,7 +17,7 @@ controls over every control set and, with several suites, suite coverage, the st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..banks.controls import SUITES, build_control_suites
 from ..banks.feature_sets import FeatureSet, FeatureSetError
@@ -40,10 +40,12 @@ HELDOUT_AXES = ("prompts", "seeds")  # the claim is about its families: held-out
 class SAEStudy:
     """One model + SAE: its banks, rankings and evaluations, computed once per process and shared by its claims."""
 
-    model: str  # fixture names
-    sae: str
+    model: str | Callable  # fixture names (or zero-argument builders)
+    sae: str | Callable
     candidates_per_family: int = banks.CANDIDATES_PER_FAMILY
     model_name: str | None = None
+    bank: object | None = None  # an engine task bank (kinds.banks) for preregistered features; None: negation
+    positions: tuple[str, ...] = ("final",)  # where feature edits act (task-bank claims)
 
     def compute(self, request) -> "Study":
         return _tests.cached(request, ("sae-study", self), lambda: Study(
@@ -119,6 +121,7 @@ class SAEFeatureClaim:
     operations: tuple = ABLATE
     null_modes: tuple[str, ...] = ()  # modes whose cell also runs the label-permutation null
     heldout: bool = False
+    features: tuple[int, ...] = ()  # preregistered features (a task-bank study); () = ranked and selected by mode
     calibration: tuple[str, ...] = ()  # banks a calibration-only claim calibrates (no discovery stage)
     expect: str = "supported"
     level: str = "candidate"
@@ -132,7 +135,12 @@ class SAEFeatureClaim:
             raise ValueError(f"claim {self.id!r}: a held-out stage scores one frozen selection; give one mode")
         marker = {"statement": self.statement, "level": self.level, "expect": self.expect, "model": self.model,
                   "hook": self.hook, "sae": self.sae, "requires": list(self.requires), "kind": "sae_features"}
-        if self.calibration:
+        if self.features:
+            from .sae_tasks import record_stage
+
+            stages = ("discovery", "heldout") if self.heldout else ("discovery",)
+            tests = [_tests.stage_test(stage, lambda m, r, s=stage: record_stage(self, m, r, s)) for stage in stages]
+        elif self.calibration:
             tests = [_tests.stage_test("calibration", self.record_calibration, self.calibration)]
         else:
             tests = [_tests.stage_test("discovery", self.record_discovery, self.modes if len(self.modes) > 1 else None)]

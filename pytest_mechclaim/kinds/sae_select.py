@@ -160,10 +160,12 @@ def control_sets(ranking: Ranking, mode: str, seeds: Sequence[int] = CONTROL_SEE
             + [fsets.bottom_active_set(acts, ranking.gap, TOP_K)])
 
 
-def evaluate(model, sae, tasks: Sequence[Task], sets: Sequence[FeatureSet], operations) -> list:
+def evaluate(model, sae, tasks: Sequence[Task], sets: Sequence[FeatureSet], operations,
+             positions: Sequence[str] = ("final",)) -> list:
     """Rows for every feature set; the ``top`` set's rows are the claim's (``unit_set="target"``), the others
     carry their own label as ``unit_set`` (``random_seed_7``, ``density_matched_seed_7``, ``bottom_active`` ...)."""
-    ev = sae_evidence(model, tasks, sae, {s.label: s.features for s in sets}, operations=operations, mode="delta")
+    ev = sae_evidence(model, tasks, sae, {s.label: s.features for s in sets}, operations=operations, mode="delta",
+                      positions=positions)
     return [dataclasses.replace(r, unit_set="target" if r.unit == "top" else r.unit) for r in ev]
 
 

@@ -1,12 +1,13 @@
-"""The negation claims' own checks (claims/negation_recipe.py), on synthetic activations with known answers (no
-model): selection modes, the label-permutation null's input, frozen feature sets, task validation, engine tasks."""
-
-import json
+"""The SAE kind's own checks (pytest_mechclaim/kinds/sae*.py), on synthetic activations with known answers (no
+model): selection modes, the label-permutation null's input, task validation, the selection gate, engine tasks.
+Frozen feature sets are the run's frozen store (tests/test_kinds.py)."""
 
 import numpy as np
 import pytest
 
-from claims import negation_recipe as recipe
+from pytest_mechclaim.kinds import sae_banks
+from pytest_mechclaim.kinds import sae_select as select
+from pytest_mechclaim.kinds.sae import selection_gate
 from pytest_mechclaim.banks import feature_sets as fsets
 from pytest_mechclaim.banks.calibration import BaselineCalibration
 from pytest_mechclaim.banks.controls import ControlCase, ControlSuites
@@ -15,11 +16,11 @@ from pytest_mechclaim.banks.schema import BankTask, Validation, ValidTask
 from pytest_mechclaim.gates import baseline_calibration
 from pytest_mechclaim.status import Status
 
-FAMILIES = recipe.FAMILIES
+FAMILIES = sae_banks.FAMILIES
 
 
 def ranking_with(gaps_by_family: dict[int, tuple[float, float, float]], d_sae: int = 400, per_family: int = 4,
-                 dead_from: int = 300, seed: int = 0) -> recipe.Ranking:
+                 dead_from: int = 300, seed: int = 0) -> select.Ranking:
     """Activations where feature f's negated-minus-control gap in family k is ``gaps_by_family[f][k]`` (others: a
     small random background); features >= ``dead_from`` never fire."""
     rng = np.random.default_rng(seed)
@@ -32,16 +33,16 @@ def ranking_with(gaps_by_family: dict[int, tuple[float, float, float]], d_sae: i
             rows = [i for i, fam in enumerate(fams) if fam == family]
             negated[rows, f] = control[rows, f] + gaps[k]
     negated[:, dead_from:] = control[:, dead_from:] = 0.0
-    return recipe.Ranking(FAMILIES, fams, negated, control)
+    return select.Ranking(FAMILIES, fams, negated, control)
 
 
 def test_top_mode_takes_the_best_scores_and_family_consistent_skips_one_family_features():
     strong_in_one = {f: (4.0, 0.0, -0.1) for f in range(3)}  # the best scores, but in one family only
     broad = {f: (1.0, 1.0, 1.0) for f in range(3, 9)}
     r = ranking_with({**strong_in_one, **broad})
-    top = recipe.selection_order(r, "top")[:recipe.TOP_K]
+    top = select.selection_order(r, "top")[:select.TOP_K]
     assert set(top) >= {0, 1, 2}
-    consistent = recipe.selection_order(r, "top-family-consistent")[:recipe.TOP_K]
+    consistent = select.selection_order(r, "top-family-consistent")[:select.TOP_K]
     assert not set(consistent) & {0, 1, 2} and set(consistent) <= set(range(3, 9))
 
 
@@ -49,30 +50,30 @@ def test_ensemble_specificity_prefers_low_control_activation_and_fails_closed_wh
     r = ranking_with({f: (1.0, 1.0, 1.0) for f in range(10)})
     r.control[:, :3] += 5.0  # features 0-2 also fire strongly on the controls
     r.negated[:, :3] += 5.0
-    chosen = recipe.selection_order(r, "ensemble-specificity")[:recipe.TOP_K]
+    chosen = select.selection_order(r, "ensemble-specificity")[:select.TOP_K]
     assert not set(chosen) & {0, 1, 2}
     only_two = ranking_with({0: (1.0, 1.0, 1.0), 1: (1.0, 1.0, 1.0)})
     only_two.negated[:, 2:] = only_two.control[:, 2:]  # nothing else has a positive gap
     with pytest.raises(FeatureSetError, match=r"finds [0-2] of 5"):
-        recipe.selection_order(only_two, "ensemble-specificity")
+        select.selection_order(only_two, "ensemble-specificity")
 
 
 def test_dead_features_never_enter_the_selection_pool():
     # 80% dead features: with them in the pool the control quantile would be 0 and ensemble could not fill.
     r = ranking_with({f: (0.5 + f / 10, 0.5, 0.5) for f in range(10)}, d_sae=500, dead_from=100)
-    order = recipe.selection_order(r, "ensemble-specificity")
-    assert all(f < 100 for f in order[:recipe.TOP_K])
+    order = select.selection_order(r, "ensemble-specificity")
+    assert all(f < 100 for f in order[:select.TOP_K])
 
 
 def test_order_scores_reproduce_the_order_and_control_sets_stay_outside_the_selected_ranks():
     r = ranking_with({f: (1.0, 1.0, 1.0) for f in range(10)})
-    order = recipe.selection_order(r, "top")
-    assert list(fsets.ranking(recipe.order_scores(order))) == list(order)
-    sets = recipe.control_sets(r, "top")
-    assert [s.label for s in sets] == (["top"] + [f"random_seed_{s}" for s in recipe.CONTROL_SEEDS]
-                                       + [f"density_matched_seed_{s}" for s in recipe.CONTROL_SEEDS]
+    order = select.selection_order(r, "top")
+    assert list(fsets.ranking(select.order_scores(order))) == list(order)
+    sets = select.control_sets(r, "top")
+    assert [s.label for s in sets] == (["top"] + [f"random_seed_{s}" for s in select.CONTROL_SEEDS]
+                                       + [f"density_matched_seed_{s}" for s in select.CONTROL_SEEDS]
                                        + ["bottom_active"])
-    excluded = set(order[:fsets.excluded_rank_count(r.d_sae, recipe.TOP_K)].tolist())
+    excluded = set(order[:fsets.excluded_rank_count(r.d_sae, select.TOP_K)].tolist())
     for s in sets[1:7]:
         assert not set(s.features) & excluded
 
@@ -87,33 +88,16 @@ def test_permuted_labels_swap_within_tasks_and_depend_on_the_seed():
     assert abs(a.gap[0]) < r.gap[0]  # random signs cancel part of the real gap
 
 
-def test_frozen_sets_are_idempotent_refuse_changes_and_detect_edits(tmp_path):
-    bank = recipe.Bank("calibrated", 0, None, [])
-    sets = [FeatureSet("top", "top", (1, 2, 3))]
-    path = tmp_path / "frozen.json"
-    first = recipe.freeze_sets(path, "c", "top", sets, bank)
-    assert recipe.freeze_sets(path, "c", "top", sets, bank)["content_hash"] == first["content_hash"]
-    with pytest.raises(ValueError, match="already freezes other feature sets"):
-        recipe.freeze_sets(path, "c", "top", [FeatureSet("top", "top", (1, 2, 4))], bank)
-    loaded, _ = recipe.load_frozen_sets(path)
-    assert loaded[0].features == (1, 2, 3)
-    data = json.loads(path.read_text())
-    data["sets"][0]["features"] = [7, 8, 9]
-    path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="edited after freezing"):
-        recipe.load_frozen_sets(path)
-
-
 def valid_task(i: int, family: str) -> ValidTask:
     task = BankTask(f"{family}_{i}", family, f"The {i} was not good. The {i} was", " bad", " good",
                     f"The {i} was good. The {i} was", " good", " bad")
     return ValidTask(task, (1, 10 + i, 3, 4), (1, 10 + i, 4), 5, 6, 6, 5)
 
 
-def bank_of(counts: dict[str, int]) -> recipe.Bank:
+def bank_of(counts: dict[str, int]) -> sae_banks.Bank:
     valid = [valid_task(i, f) for f, n in counts.items() for i in range(n)]
     cal = BaselineCalibration(Validation(valid, []), [], baseline_calibration([]), FAMILIES)
-    return recipe.Bank("uncalibrated", 0, cal, valid)
+    return sae_banks.Bank("uncalibrated", 0, cal, valid)
 
 
 def test_task_validation_blocks_a_family_with_too_few_valid_tasks():
@@ -123,19 +107,17 @@ def test_task_validation_blocks_a_family_with_too_few_valid_tasks():
 
 
 def test_selection_gate_blocks_when_the_mode_cannot_fill_the_set():
-    cell = recipe.Evaluation(None, None, None, "ensemble-specificity", [], (), selection_error="finds 2 of 5")
-    assert recipe.selection_gate(cell).caps_at == Status.BLOCKED
-    cell = recipe.Evaluation(None, None, None, "top", [FeatureSet("top", "top", (1, 2))], ())
-    assert recipe.selection_gate(cell).passed
+    assert selection_gate("ensemble-specificity", "finds 2 of 5").caps_at == Status.BLOCKED
+    assert selection_gate("top", [FeatureSet("top", "top", (1, 2))]).passed
 
 
 def test_engine_tasks_pair_the_negated_prompt_with_its_control_and_every_suite():
     tasks = [valid_task(0, "sentiment_negation")]
     case = ControlCase("c0", tasks[0].id, "sentiment_negation", "matched_non_negation", "x", " good", " bad",
                        (1, 10, 4), 6, 5)
-    built = recipe.engine_tasks(tasks, ControlSuites([case], [], ("matched_non_negation",), FAMILIES), seed=0)
+    built = sae_banks.engine_tasks(tasks, ControlSuites([case], [], ("matched_non_negation",), FAMILIES), seed=0)
     pair, controls = built[0].pair, dict(built[0].controls)
     assert pair.clean == tasks[0].prompt_ids and pair.corrupt == tasks[0].control_ids and pair.seed == 0
     assert controls["matched_non_negation"].family_role == "control"
     assert controls["matched_non_negation"].clean == case.prompt_ids
-    assert recipe.prompts_of(tasks) == {tasks[0].task.prompt, tasks[0].task.control_prompt}
+    assert sae_banks.prompts_of(tasks) == {tasks[0].task.prompt, tasks[0].task.control_prompt}
