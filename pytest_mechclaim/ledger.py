@@ -110,8 +110,8 @@ def spec_fingerprint(claim: dict, stage: str | None, gate_calls: Iterable[dict],
     can say *what* moved.
 
     * ``claim``: the marker (id, statement, level, expectation, units, model, hook, SAE, ...) and the stage;
-    * ``gates``: each gate call with its effective thresholds (defaults included) and each result's name,
-      threshold and comparison (covers results added by hand);
+    * ``gates``: each gate call with its effective thresholds (defaults included) and the name of each result
+      added by hand;
     * ``coordinates``: the set of row coordinates (unit, unit set, intervention, factor, position, seed, family,
       family role, control suite, prompt id, scope) and baseline task ids: units, interventions, seeds, families,
       suites and prompts;
@@ -126,9 +126,12 @@ def spec_fingerprint(claim: dict, stage: str | None, gate_calls: Iterable[dict],
     results are hashed as sorted sets.
     """
     rows = list(rows)
+    # Gate *calls* (with their effective thresholds) define the test; a result's shown threshold does not: a
+    # composite gate shows its deciding sub-check, which moves with the evidence. Results the policy ran are
+    # covered by ``policy``; a result added by hand (``gate.add``) is covered by its name.
     gate_part = sorted({canonical(c) for c in gate_calls}
-                       | {canonical({"result": g["name"], "threshold": g["threshold"], "comparison": g["comparison"]})
-                          for g in gates})
+                       | {canonical({"result": g["name"]}) for g in gates
+                          if g.get("details", {}).get("run_by") != "policy"})
     coordinates = sorted({canonical(r.coordinates()) for r in rows}
                          | {canonical({"baseline": r.task_id, "family": r.family,
                                        "expected_direction": r.expected_direction}) for r in baseline_rows})

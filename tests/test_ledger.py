@@ -60,6 +60,11 @@ def test_fingerprint_ignores_row_order_and_the_numbers_but_not_the_coordinates()
     random.Random(0).shuffle(shuffled)
     assert record(evidence=shuffled)["fingerprint"] == base
     assert record(evidence=rows(target=0.5, control=0.45))["fingerprint"] == base  # results are not the spec
+    # Evidence that flips the verdict (composite gates then show another deciding sub-check and threshold) is still
+    # the same spec: a status may rise on new evidence without looking like a moved threshold.
+    flipped = record(evidence=rows(target=0.5, control=0.99))
+    assert flipped["verdict"]["status"] != record()["verdict"]["status"]
+    assert flipped["fingerprint"] == base
     more_seeds = record(evidence=rows(seeds=(0, 1, 2, 3)))["fingerprint"]
     assert more_seeds["hash"] != base["hash"]
     assert {p for p in base["parts"] if base["parts"][p] != more_seeds["parts"][p]} == {"coordinates", "data"}

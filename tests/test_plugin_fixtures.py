@@ -104,33 +104,11 @@ def assert_real_induction_evidence(props: dict[str, str]) -> None:
     assert float(props["mechclaim.gate.seed_replication.value"]) == 3
 
 
-def test_the_readme_tour_verbatim_finds_its_fixtures_and_its_gates_pass_on_real_evidence(pytester):
+def test_the_readme_tour_verbatim_is_a_candidate_on_real_evidence(pytester):
     tour = readme_tour()
     assert "groundtruth_model" in tour and "heldout_tasks" in tour
     result, props = run_tour(pytester, tour)
     assert "not found" not in result.stdout.str()
-    assert_real_induction_evidence(props)
-    if props["mechclaim.verdict"] != "candidate":
-        # As README.md has it, the tour declares no units (kind "other"), so the evidence policy asks for baseline
-        # rows it never records: insufficient (debt baseline_calibration). tour_as_head_claim is the proposed fix.
-        assert "debt:baseline_calibration" in result.stdout.str()
-        pytest.xfail("README tour: policy debt baseline_calibration caps it at insufficient (README.md to update)")
-    result.assert_outcomes(passed=1)
-
-
-def tour_as_head_claim(tour: str) -> str:
-    """The README tour as a head claim (``units=``) that also records comparison heads (policy: unit_controls)."""
-    fixed = tour.replace('level="candidate",', 'level="candidate",\n    units=["L1H0"],', 1).replace(
-        '    rows = mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L1H0"]))\n',
-        '    rows = mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L1H0"]))\n'
-        '    mechclaim.record(head_evidence(groundtruth_model, heldout_tasks, ["L0H0", "L0H1", "L1H1"],\n'
-        '                                   unit_set="random_comparison"))  # does L1H0 beat other heads?\n', 1)
-    assert fixed.count("random_comparison") == 1 and 'units=["L1H0"]' in fixed, "the README tour changed shape"
-    return fixed
-
-
-def test_the_readme_tour_as_a_head_claim_is_a_candidate_on_real_evidence(pytester):
-    result, props = run_tour(pytester, tour_as_head_claim(readme_tour()))
     result.assert_outcomes(passed=1)
     assert props["mechclaim.verdict"] == "candidate"
     assert_real_induction_evidence(props)
@@ -138,8 +116,12 @@ def test_the_readme_tour_as_a_head_claim_is_a_candidate_on_real_evidence(pyteste
 
 
 def test_the_readme_tour_on_the_decoy_head_is_not_a_pass(pytester):
-    # The same block claiming the decoy L1H1 (same attention, no effect): the gates must reject it.
-    pytester.makepyfile(test_tour=readme_tour().replace('["L1H0"]', '["L1H1"]'))
+    # The same block claiming the decoy L1H1 (same attention, no effect), compared with the other heads.
+    decoy = (readme_tour().replace('units=["L1H0"]', 'units=["L1H1"]')
+             .replace('heldout_tasks, ["L1H0"]', 'heldout_tasks, ["L1H1"]')
+             .replace('["L0H0", "L0H1", "L1H1"]', '["L0H0", "L0H1", "L1H0"]'))
+    assert decoy.count("L1H1") == 2
+    pytester.makepyfile(test_tour=decoy)
     result = run(pytester)
     result.assert_outcomes(failed=1)
     assert "verdict FALSIFIED (claimed candidate)" in result.stdout.str()
