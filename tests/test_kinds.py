@@ -169,3 +169,29 @@ def test_disjoint_heldout_rows_pass_and_heldout_without_a_frozen_set_is_insuffic
     unfrozen.record(rows_at((10, 11), ("repeat_mid", "repeat_tail")))
     gate = frozen_gates(unfrozen)["heldout_disjoint"]
     assert gate.caps_at == Status.INSUFFICIENT and "froze no discovery set" in gate.reason
+
+
+# ----------------------------------------------------------------------------------------- head candidate rules
+def test_a_causal_search_runs_only_where_calibration_permits_it(groundtruth_model):
+    from pytest_mechclaim.gates import GateResult
+    from pytest_mechclaim.kinds import CausalSearch
+
+    tasks = groundtruth_tasks("discovery")
+    refused = CausalSearch(top=1, negatives=1).choose(groundtruth_model, tasks, None, None)
+    assert refused[:2] == ([], []) and "refused" in refused[3]
+    failed = GateResult("metric_calibration", False, 0.1, 0.25, ">", Status.BLOCKED, "gap 0.1 <= 0.25",
+                        details={"search_allowed": False})
+    assert CausalSearch().choose(groundtruth_model, tasks, failed, None)[0] == []
+    allowed = GateResult("metric_calibration", True, 1.0, 0.25, ">", Status.STRONG, "calibrated",
+                         details={"search_allowed": True})
+    candidates, negatives, scores, _ = CausalSearch(top=1, negatives=1).choose(groundtruth_model, tasks, allowed, None)
+    assert candidates == ["L1H0"] and negatives != candidates and set(scores) == {"L0H0", "L0H1", "L1H0", "L1H1"}
+
+
+def test_a_frozen_negative_control_never_supports_a_claim_and_an_unfrozen_unit_is_never_scored():
+    from pytest_mechclaim.kinds.head import Discovery, frozen_role
+
+    discovery = Discovery(None, {}, "preregistered", ["L1H0"], ["L0H1"], {})
+    assert frozen_role(discovery, "L1H0").passed
+    assert frozen_role(discovery, "L0H1").caps_at == Status.INSUFFICIENT
+    assert frozen_role(discovery, "L1H1").caps_at == Status.BLOCKED
