@@ -254,9 +254,13 @@ def stage_entry(record: dict, run_ref: dict) -> dict:
         "test": {"nodeid": record["nodeid"], "outcome": record["outcome"]},
         "run": dict(run_ref),
     }
-    thresholds = thresholds_of((record["fingerprint"].get("inputs") or {}).get("gates"))
+    # Effective thresholds: the policy's floors for every gate it ran, overlaid by the author's own calls (which
+    # can only be stricter: a looser one is a debt), so a reviewer sees every number the verdict was judged at.
+    policy_lines = (verdict.get("policy") or {}).get("lines", [])
+    thresholds = {line["gate"]: _jsonable(dict(line.get("floors", {}))) for line in policy_lines if "gate" in line}
+    thresholds.update(thresholds_of((record["fingerprint"].get("inputs") or {}).get("gates")) or {})
     if thresholds:
-        entry["thresholds"] = thresholds
+        entry["thresholds"] = dict(sorted(thresholds.items()))
     return entry
 
 

@@ -319,3 +319,10 @@ def test_thresholds_are_stored_readably_and_a_moved_floor_shows_in_the_diff():
     assert L.thresholds_of([{"gate": "g", "thresholds": {"min": 1}}, {"gate": "g", "thresholds": {"min": 2}}]) == {
         "g": {"min": 1}, "g#2": {"min": 2}}
     assert "thresholds" not in ledger_with(fake(gates={}))["claims"]["c"]["stages"]["heldout"]
+
+
+def test_the_policy_floors_a_stage_was_judged_at_are_stored_with_the_authors_stricter_calls():
+    entry = ledger_with(record())["claims"]["c"]["stages"]["heldout"]
+    # The policy ran signed_effect at its floor; the author called specificity_gap at 0.1 (stricter than 0.0).
+    assert entry["thresholds"]["signed_effect"] == {"min": 0.0}
+    assert entry["thresholds"]["specificity_gap"]["min"] == 0.1
