@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from .gates import GateResult
+from .gates import GateResult, first_failing, sub_check
 from .models import canonical_model_name, model_provenance
 from .status import Status
 
@@ -148,6 +148,15 @@ def structure_problems(model, sae, hook_name: str, tokens) -> tuple[list[str], d
     return problems, details
 
 
+def quality_checks(quality, d_sae: int, t: SAECompatThresholds) -> list[dict]:
+    """Each quality floor as a sub-check (name, value, threshold, comparison, passed)."""
+    return [sub_check("explained_variance", quality.explained_variance, t.min_explained_variance, ">="),
+            sub_check("ce_loss_recovered", quality.ce_loss_recovered, t.min_ce_loss_recovered, ">="),
+            sub_check("l0", quality.l0, t.min_l0, ">="),
+            sub_check("l0", quality.l0, t.max_l0_fraction * d_sae, "<="),
+            sub_check("dead_share", quality.dead_share, t.max_dead_share, "<=")]
+
+
 def quality_problems(quality, d_sae: int, t: SAECompatThresholds) -> list[str]:
     problems = []
     if not quality.explained_variance >= t.min_explained_variance:
@@ -222,8 +231,14 @@ def check_sae_compatibility(model, sae, tokens, *, hook_name: str | None = None,
         details["quality"] = quality.to_dict()
         quality_found = quality_problems(quality, int(sae.cfg.d_sae), thresholds)
     details["problems"] = {"structure": structural, "metadata": meta, "quality": quality_found}
-    value = quality.explained_variance if quality is not None else None
-    common = dict(name=GATE_NAME, value=value, threshold=thresholds.min_explained_variance, comparison=">=",
+    # The table shows the quantity that decided: the first failing quality sub-check (e.g. CE recovered 0.666 >= 0.7
+    # FAIL), never explained variance passing next to FAIL; a structural or metadata failure shows no number.
+    checks = quality_checks(quality, int(sae.cfg.d_sae), thresholds) if quality is not None else []
+    details["checks"] = checks
+    shown = first_failing(checks) or (checks[0] if checks else None)
+    if structural or meta or shown is None:
+        shown = {"value": None, "threshold": None, "comparison": "=="}
+    common = dict(name=GATE_NAME, value=shown["value"], threshold=shown["threshold"], comparison=shown["comparison"],
                   details=details)
     if structural:
         return GateResult(passed=False, caps_at=Status.BLOCKED,

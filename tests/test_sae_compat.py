@@ -166,6 +166,19 @@ def test_quality_thresholds_are_real_floors(groundtruth_model, groundtruth_sae, 
                                            thresholds=strict), "dead-feature share", "L0")
 
 
+def test_the_gate_table_shows_the_failing_quality_sub_check(groundtruth_model, groundtruth_sae, groundtruth_prompts):
+    """Explained variance passes (0.999+) but CE recovered misses an impossible floor: the shown value, threshold
+    and comparison are CE recovered's, so the table never prints a passing number next to FAIL."""
+    from pytest_mechclaim.sae_compat import SAECompatThresholds
+
+    result = check_sae_compatibility(groundtruth_model, groundtruth_sae, groundtruth_prompts,
+                                     thresholds=SAECompatThresholds(min_ce_loss_recovered=1.5))
+    assert not result.passed
+    assert result.value == result.details["quality"]["ce_loss_recovered"] and result.threshold == 1.5
+    assert result.comparison == ">=" and not result.value >= result.threshold
+    assert [c["name"] for c in result.details["checks"] if not c["passed"]] == ["ce_loss_recovered"]
+
+
 # ------------------------------------------------------------------------------------------ override and recording
 def test_override_is_diagnostic_only_even_without_a_mismatch(groundtruth_model, groundtruth_sae, groundtruth_prompts):
     result = check_sae_compatibility(groundtruth_model, groundtruth_sae, groundtruth_prompts, allow_mismatch=True)
