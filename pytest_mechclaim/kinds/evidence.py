@@ -79,7 +79,7 @@ def attention_alignment(model, tasks, unit: str, rows) -> GateResult:
     if corr != corr:  # constant input: no correlation is defined
         return GateResult("attention_alignment", False, None, 0.0, ">", Status.INSUFFICIENT,
                           "attention or effect is constant across prompts: no alignment to measure", details=details)
-    ok = corr > 0
+    ok = bool(corr > 0)  # a numpy bool is not JSON (report schema: passed is a bool)
     return GateResult("attention_alignment", ok, float(corr), 0.0, ">", Status.STRONG if ok else Status.FALSIFIED,
                       f"Spearman(attention to source, effect) = {corr:.3f} over {len(ids)} prompts; "
                       f"mean attention {mean_attention:.3f}", details=details)

@@ -13,7 +13,8 @@ every head claim (local-mi-lab's ladder, seed-systems §2.6):
   a search: ``search_permission``). Frozen per claim id in the run's store with the discovery tasks;
 * calibration: the metric unpatched on the seed bank (and, in ``HeadDiscovery.metric_claim``, the discovery bank);
 * replication: discovery's tasks (its seeds), clean -> corrupt and zero ablation of ``hook_z``;
-* held-out: the bank's held-out families and seeds, checked disjoint from discovery before scoring;
+* held-out: the bank's held-out families and seeds, checked disjoint from discovery before scoring, and every
+  extra position the discovery names (``replication`` over positions);
 * characterization: characterization families and seeds, zero ablation, attention/effect alignment;
 * every stage records the same interventions on comparison heads (``unit_set="random_comparison"``: every other
   head when there are few, else a seeded sample) so the policy's ``unit_controls`` can run, and adds
@@ -211,7 +212,7 @@ class HeadClaim:
         mechclaim.gate.positive_share(claimed)
         if len(interventions) > 1:
             mechclaim.gate.replication(claimed, axis="intervention", min_passing=2)
-        if set(positions) - set(self.positions):
+        if stage == "heldout" and set(positions) - set(self.positions):  # characterization's are context
             mechclaim.gate.replication(rows, axis="position", min_passing=2)
         if stage == "characterization":
             from .evidence import attention_alignment
