@@ -341,7 +341,7 @@ def train_sae(model, model_name: str, spec: SAETrainingSpec, out_dir: str | os.P
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
         with step(f"training a TopK SAE (d_sae {spec.d_sae}, k {spec.k}) on {spec.hook_name}, "
-                  f"{spec.training_tokens} tokens (about 30 CPU-minutes for the shipped SmolLM2 SAE)"):
+                  f"{spec.training_tokens} tokens"):
             runner.run()
     train_seconds = time.perf_counter() - started
     sae = load_sae_from_disk(out_dir, device=str(model.cfg.device))
