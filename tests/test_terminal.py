@@ -91,7 +91,8 @@ def test_the_closing_line_states_a_ledger_failure(pytester):
                                                                        'expect="rejected"'))
     assert pytester.runpytest("--mechclaim-update-ledger").ret == pytest.ExitCode.OK
     # Same claim, other numbers: the tests still pass (still rejected) but the statuses moved.
-    pytester.makepyfile(test_claim=CLAIM.format(target=0.5).replace('level="candidate"', 'level="candidate", '
+    # (target 1.5 beats its controls: falsified -> insufficient, held there by the debts of this thin evidence)
+    pytester.makepyfile(test_claim=CLAIM.format(target=1.5).replace('level="candidate"', 'level="candidate", '
                                                                       'expect="rejected"'))
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
