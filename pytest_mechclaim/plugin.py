@@ -282,8 +282,12 @@ def mechclaim(request: pytest.FixtureRequest) -> MechClaim:
     spec = item.stash.get(spec_key, None)
     if spec is None:
         raise pytest.UsageError(f"{item.nodeid}: the mechclaim fixture needs a claim marker on the test or module")
+    from .kinds.frozen import frozen_store  # lazily: the kinds import the engine (torch)
+
+    # Every staged claim test gets the run's frozen-candidate store, hand-written ones too: a later stage's rows are
+    # checked against what discovery froze (no new candidate; held-out disjoint from discovery).
     handle = MechClaim(spec, item.stash.get(stage_key, None), item.nodeid,
-                       policy=item.config.stash.get(policy_key, DEFAULT_POLICY))
+                       policy=item.config.stash.get(policy_key, DEFAULT_POLICY), frozen=frozen_store(item.config))
     item.stash[handle_key] = handle
     return handle
 

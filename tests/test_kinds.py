@@ -157,7 +157,7 @@ def test_heldout_rows_reusing_discovery_data_block(tmp_path, leak):
     assert gate.caps_at == Status.BLOCKED and leak in gate.reason, gate.reason
 
 
-def test_disjoint_heldout_rows_pass_and_heldout_without_a_frozen_set_is_insufficient(tmp_path):
+def test_disjoint_heldout_rows_pass_and_a_hand_written_heldout_without_a_freeze_is_left_to_the_policy(tmp_path):
     store = FrozenStore(tmp_path)
     store.freeze("c", ["L1H0"], groundtruth_tasks("discovery"))
     claim = handle("heldout", store)
@@ -165,10 +165,12 @@ def test_disjoint_heldout_rows_pass_and_heldout_without_a_frozen_set_is_insuffic
     assert frozen_gates(claim)["heldout_disjoint"].passed
     assert store.check_tasks("c", groundtruth_tasks("heldout")).passed
     assert not store.check_tasks("c", groundtruth_tasks("discovery")[:3]).passed
+    # Nothing frozen for this claim (a hand-written held-out test whose discovery never froze): no store check,
+    # the marker's units bound what can support it. A kind's held-out stage blocks instead (heldout_tasks_disjoint).
     unfrozen = handle("heldout", store, claim_id="never-frozen")
     unfrozen.record(rows_at((10, 11), ("repeat_mid", "repeat_tail")))
-    gate = frozen_gates(unfrozen)["heldout_disjoint"]
-    assert gate.caps_at == Status.INSUFFICIENT and "froze no discovery set" in gate.reason
+    assert "heldout_disjoint" not in frozen_gates(unfrozen)
+    assert not store.check_tasks("never-frozen", groundtruth_tasks("heldout")).passed
 
 
 # ----------------------------------------------------------------------------------------- head candidate rules
@@ -195,3 +197,44 @@ def test_a_frozen_negative_control_never_supports_a_claim_and_an_unfrozen_unit_i
     assert frozen_role(discovery, "L1H0").passed
     assert frozen_role(discovery, "L0H1").caps_at == Status.INSUFFICIENT
     assert frozen_role(discovery, "L1H1").caps_at == Status.BLOCKED
+
+
+HAND_WRITTEN = '''
+import pytest
+from pytest_mechclaim.engine import head_evidence
+
+pytestmark = pytest.mark.claim("hand-L1H0", statement="L1H0 is an induction head", level="candidate", units=["L1H0"])
+
+
+def record(mechclaim, model, tasks, heads):
+    mechclaim.record(head_evidence(model, tasks, heads))
+    mechclaim.record(head_evidence(model, tasks, ["L0H0", "L0H1"], unit_set="random_comparison"))
+
+
+@pytest.mark.discovery
+def test_discovery(mechclaim, groundtruth_model, discovery_tasks):
+    mechclaim.freeze(["L1H0"], discovery_tasks)
+    record(mechclaim, groundtruth_model, discovery_tasks, ["L1H0"])
+
+
+@pytest.mark.heldout
+def test_heldout(mechclaim, groundtruth_model, {heldout}):
+    record(mechclaim, groundtruth_model, {heldout}, {units})
+'''
+
+
+@pytest.mark.parametrize("heldout, units, gate", [
+    ("heldout_tasks", '["L1H0"]', None),
+    ("discovery_tasks", '["L1H0"]', "heldout_disjoint"),        # "held-out" prompts discovery already saw
+    ("heldout_tasks", '["L1H0", "L1H1"]', "frozen_candidate"),  # a later stage adds a candidate
+], ids=["disjoint", "leaking", "new-candidate"])
+def test_the_plugin_checks_a_hand_written_heldout_stage_against_its_discovery_freeze(pytester, heldout, units, gate):
+    pytester.makepyfile(test_claims=HAND_WRITTEN.format(heldout=heldout, units=units))
+    pytester.makeini("[pytest]\nstrict = true\nmechclaim_figures = false\n")
+    result = pytester.runpytest(*INNER_ARGS)
+    if gate is None:
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, errors=1)  # discovery passes; held-out is BLOCKED (an error, never a pass)
+        assert verdicts(result)["hand-L1H0 [heldout]"] == "BLOCKED"
+        assert f"{gate}: " in result.stdout.str()
