@@ -54,7 +54,9 @@ def utc_now() -> str:
 
 
 def new_run_id() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "_" + secrets.token_hex(4)
+    """UTC start time to the microsecond, then a random suffix: name order is start order (retention and
+    ``--mechclaim-compare`` pick runs by it), even for sessions started within one second."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "_" + secrets.token_hex(4)
 
 
 def atomic_write_bytes(path: Path, data: bytes, delay_env: bool = False) -> None:

@@ -56,8 +56,6 @@ def ledger_path(pytester):
 
 def runs(pytester):
     root = pytester.path / ".mechclaim" / "runs"
-    # Run ids start with their UTC second: two runs in one second sort by their random suffix, so callers compare
-    # the statuses as a multiset.
     return [json.loads((d / "run.json").read_text()) for d in sorted(root.iterdir())] if root.exists() else []
 
 
