@@ -27,6 +27,19 @@ def _signed_rows(rows, direction) -> tuple[list[EvidenceRow], dict]:
     return usable, acc
 
 
+def _judgeable(name: str, min: float, cmp: str, rows, direction):
+    """(usable rows, accounting, None), or a blocked result when no row can be judged for its sign."""
+    usable, acc = _signed_rows(rows, direction)
+    if not usable:
+        return usable, acc, _blocked(name, min, cmp, "no valid positive-family target rows with a target delta",
+                                     **acc)
+    missing = unpredicted(usable, direction)
+    if missing:
+        return usable, acc, _blocked(name, min, cmp, f"direction predicts no sign for interventions {missing}",
+                                     **acc)
+    return usable, acc, None
+
+
 def signed_effect(rows: Sequence[EvidenceRow], direction="carries", min: float = 0.0,
                   confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES) -> GateResult:
     """Mean target movement in the predicted direction (``direction``, see ``gates.direction``) must exceed
@@ -38,12 +51,9 @@ def signed_effect(rows: Sequence[EvidenceRow], direction="carries", min: float =
     check_thresholds("signed_effect", min=min, confidence=confidence, n_resamples=n_resamples)
     check_direction("signed_effect", direction, allow_either=False)
     name, cmp = "signed_effect", ">"
-    usable, acc = _signed_rows(rows, direction)
-    if not usable:
-        return _blocked(name, min, cmp, "no valid positive-family target rows with a target delta", **acc)
-    missing = unpredicted(usable, direction)
-    if missing:
-        return _blocked(name, min, cmp, f"direction predicts no sign for interventions {missing}", **acc)
+    usable, acc, blocked = _judgeable(name, min, cmp, rows, direction)
+    if blocked is not None:
+        return blocked
     score = lambda r: directed_effect(r, direction)
     value = fmean(score(r) for r in usable)
     ci = clustered_ci(usable, score, confidence, n_resamples)
@@ -94,12 +104,9 @@ def stratum_minimum(rows: Sequence[EvidenceRow], min: float = 0.0, min_prompts: 
     check_thresholds("stratum_minimum", min=min, min_prompts=min_prompts)
     check_direction("stratum_minimum", direction, allow_either=False)
     name, cmp = "stratum_minimum", ">"
-    usable, acc = _signed_rows(rows, direction)
-    if not usable:
-        return _blocked(name, min, cmp, "no valid positive-family target rows with a target delta", **acc)
-    missing = unpredicted(usable, direction)
-    if missing:
-        return _blocked(name, min, cmp, f"direction predicts no sign for interventions {missing}", **acc)
+    usable, acc, blocked = _judgeable(name, min, cmp, rows, direction)
+    if blocked is not None:
+        return blocked
     if not any(r.strata for r in usable):
         return _blocked(name, min, cmp, "no row carries strata (target token, length bin, domain)", **acc)
     score = lambda r: directed_effect(r, direction)
