@@ -5,13 +5,13 @@ reaches candidate; its characterization is a claim of its own, recorded as rejec
 on the multi-distractor characterization family.
 """
 
-from claims.conftest import SMOLLM2_INDUCTION
+from claims.conftest import INDUCTION_TOP_HEAD, SMOLLM2_INDUCTION
 from pytest_mechclaim.kinds import HeadClaim
 
 TestClaim = HeadClaim(
     "smollm2-induction-L18H6",
     "L18H6 writes the induction completion at the final position (head-specific, replicated, held out)",
-    "L18H6", SMOLLM2_INDUCTION, stages=("replication", "heldout")).tests()
+    "L18H6", SMOLLM2_INDUCTION, stages=("replication", "heldout"), mechanism=INDUCTION_TOP_HEAD).tests()
 
 TestCharacterization = HeadClaim(
     "smollm2-induction-L18H6-characterization",

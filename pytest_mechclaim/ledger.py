@@ -261,6 +261,9 @@ def stage_entry(record: dict, run_ref: dict) -> dict:
     thresholds.update(thresholds_of((record["fingerprint"].get("inputs") or {}).get("gates")) or {})
     if thresholds:
         entry["thresholds"] = dict(sorted(thresholds.items()))
+    pending = (verdict.get("support") or {}).get("strong_pending")
+    if pending:
+        entry["strong_pending"] = list(pending)
     return entry
 
 

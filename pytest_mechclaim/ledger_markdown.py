@@ -69,11 +69,16 @@ def render_markdown(ledger: dict, json_name: str = "mechclaim-ledger.json") -> s
         claimed = f"{c['claimed']}{planted}"
         stages = ", ".join(f"{md_text(k)}: {e['status']}" for k, e in sorted(c["stages"].items()))
         lines.append(f"| [{md_text(claim_id)}](#{claim_id.lower()}) | **{c['status']}** | {claimed} | {stages} |")
+    from .mechanisms import markdown_lines, mechanism_table
+
+    mechanisms = markdown_lines(mechanism_table(claims), md_text)
+    if mechanisms:
+        lines += [""] + mechanisms[:-1]
     for claim_id, c in sorted(claims.items()):
         lines += ["", f"## {md_text(claim_id)}", "", f"> {md_text(c['statement'])}", "",
                   f"- status: **{c['status']}** (the weakest recorded stage)",
                   f"- claimed: {c['claimed']}, expect {c.get('expect', 'supported')}"]
-        for key in ("model", "hook", "sae"):
+        for key in ("model", "hook", "sae", "mechanism"):
             if c.get(key):
                 lines.append(f"- {key}: {md_code(c[key])}")
         if c.get("units"):

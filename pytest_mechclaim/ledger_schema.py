@@ -85,6 +85,8 @@ class Stage(_Closed):
     test: NodeRef
     run: RunRef
     thresholds: Optional[dict[str, Any]] = None
+    # Strong but for requirements judged across claims (cross-model replication; verdict.support).
+    strong_pending: Optional[list[str]] = Field(default=None, min_length=1)
     acknowledged_spec_changes: Optional[list[Acknowledgement]] = Field(default=None, min_length=1)
 
 
@@ -96,6 +98,7 @@ class Claim(_Open):
     model: Optional[str] = None
     hook: Optional[str] = None
     sae: Optional[str] = None
+    mechanism: Optional[str] = None
     status: Level
     allowed: list[str]
     forbidden: list[str]

@@ -32,6 +32,8 @@ from .runs import (RunRecord, RunRecordError, new_run_id, provenance, prune_runs
                    write_json)
 from .spec import STAGE_HELP, STAGES, ClaimSpec, ClaimSpecError, parse_claim_marker, spec_differences
 from .status import Status
+from .mechanisms import claims_from_records, mechanism_table
+from .mechanisms import summary_lines as mechanism_summary
 from .terminal import verdict_longrepr
 from .compare import Comparison, compare_session, parse_drift_check
 from .progress import PROGRESS_MODES, TerminalProgress
@@ -608,6 +610,9 @@ class ClaimSession:
                 counts = Counter(r[3] for r in rows)
                 terminalreporter.write_line(", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                                             + f"; {sum(r[4] == 'ok' for r in rows)} of {len(rows)} tests ok")
+            if verbosity >= -1:
+                for line in mechanism_summary(mechanism_table(claims_from_records(self.records))):
+                    terminalreporter.write_line(line)
         if self.comparison is not None:
             label = self.comparison.baseline or "-"
             terminalreporter.write_sep("=", f"mechclaim compare against {label}"

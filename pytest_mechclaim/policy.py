@@ -46,7 +46,7 @@ class Line:
     fn: str | None = None  # defaults to ``gate``
     fixed: tuple[tuple[str, object], ...] = ()
     needs: tuple[str, ...] = ()  # what the rows must contain for the line to be evaluable (else a debt)
-    reads: str = "rows"  # rows | baseline | metric | null
+    reads: str = "rows"  # rows | baseline | metric | null | mechanism (judged across claims, never from rows)
     if_recorded: bool = False  # calibration lines: judged only when their input kind was recorded
     carries_only: bool = False  # the gate's score assumes direction "carries" (normalized effect > 0)
 
@@ -128,6 +128,13 @@ LINES: tuple[Line, ...] = (
          f"{_ML} DPT006-DPT008 (>= 30 null sets, percentile >= 0.95)", reads="null", needs=("null",)),
     Line("paired_test", ALL_KINDS, EVIDENCE_STAGES, "strong", (("alpha", 0.05), ("min_pairs", 10)),
          f"{_ML} DPT009-DPT012 (>= 10 pairs, p <= 0.05, positive direction)", needs=("paired", "control_units")),
+    # Strong generalization is a property of a mechanism, not of one model: the same mechanism (kind, task, rule
+    # for choosing units; kinds.Mechanism) must hold out in >= 2 models. One claim's rows cannot show it, so at
+    # a held-out stage it is a debt capping at candidate ("across_claims"); mechanisms.py judges it over every
+    # model's held-out verdict (gates.cross_model_replication) in the ledger's and the run's mechanisms tables.
+    Line("cross_model_replication", ALL_KINDS, ("heldout", None), "strong", (("min_models", 2),),
+         "issue 15 (a mechanism tested in another model family); local-mi-lab §2.6 H (held-out generalization)",
+         reads="mechanism"),
 )
 # fmt: on
 
@@ -233,7 +240,8 @@ class Policy:
             out.append(f"| {l.gate} | {', '.join(l.kinds)} | {stages} | {l.level} | {floors} | "
                        f"{', '.join(l.needs) or '-'} | {l.source} |")
         out += ["", "A debt (missing gate, unmet need, waiver, author call looser than a floor) caps the verdict at "
-                    "insufficient. Tightenings: " + (", ".join(self.tightenings) or "none") + "."]
+                    "insufficient; a line judged across claims (reads=mechanism) caps one claim at candidate and is "
+                    "judged over the mechanism's per-model verdicts. Tightenings: " + (", ".join(self.tightenings) or "none") + "."]
         return "\n".join(out)
 
 

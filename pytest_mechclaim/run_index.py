@@ -54,6 +54,11 @@ def run_index_markdown(run_id: str, records: list[dict]) -> str:
         lines.append(f"| {md_text(r['claim']['id'])} | {md_text(r.get('stage') or '-')} | {md_text(_claimed(r['claim']))} "
                      f"| **{status}** | {md_text(r.get('outcome'))} | {_failing(verdict)} "
                      f"| {_link(files.get('report_md'), 'report.md')} |")
+    from .mechanisms import claims_from_records, markdown_lines, mechanism_table
+
+    mechanisms = markdown_lines(mechanism_table(claims_from_records(records)), md_text)
+    if mechanisms:
+        lines += [""] + mechanisms[:-1]
     for r in records:
         verdict, files = r.get("verdict"), r.get("files") or {}
         name = md_text(r["claim"]["id"] + (f" [{r['stage']}]" if r.get("stage") else ""))

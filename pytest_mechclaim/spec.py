@@ -30,7 +30,7 @@ STAGE_HELP = {
 EXPECTATIONS = ("supported", "rejected")
 CLAIM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ALLOWED_KWARGS = ("statement", "level", "expect", "units", "model", "hook", "sae", "requires",
-                  "kind", "direction", "positions", "waive")
+                  "kind", "direction", "positions", "waive", "mechanism")
 # The evidence policy's claim kinds and predicted directions (policy.py, gates/direction.py).
 KINDS = ("head", "sae_features", "other")
 DIRECTIONS = ("carries", "increase", "decrease")
@@ -57,6 +57,9 @@ class ClaimSpec:
     direction: str | tuple[tuple[str, str], ...] | None = None  # None: "carries"
     positions: tuple[str, ...] = ()  # the positions the claim asserts; () = every recorded position
     waive: tuple[tuple[str, str], ...] = ()  # (policy gate, reason): each one a debt
+    # The id of a mechanism declared on several models (kinds.Mechanism): its per-model claims are judged together
+    # for cross-model replication (mechanisms.py, policy line cross_model_replication).
+    mechanism: str | None = None
     extra: dict = field(default_factory=dict)
 
     def passes(self, verdict: Status) -> bool:
@@ -74,7 +77,7 @@ class ClaimSpec:
             if value:
                 out[key] = list(value) if isinstance(value, tuple) else value
         # Policy kwargs appear only when declared, so a claim that declares none keeps its spec hash.
-        for key in ("kind", "direction", "positions", "waive"):
+        for key in ("kind", "direction", "positions", "waive", "mechanism"):
             value = getattr(self, key)
             if value:
                 out[key] = (list(value) if key == "positions" else dict(value) if isinstance(value, tuple)
@@ -134,8 +137,17 @@ def parse_claim_marker(args: tuple, kwargs: dict) -> ClaimSpec:
         raise ClaimSpecError(f"claim {claim_id!r}: requires must be a list drawn from {list(REQUIREMENTS)}, "
                              f"got {requires!r}")
     kind, direction, positions, waive = _policy_kwargs(claim_id, kwargs)
+    mechanism = kwargs.get("mechanism")
+    if mechanism is not None:
+        if not isinstance(mechanism, str) or not CLAIM_ID.match(mechanism):
+            raise ClaimSpecError(f"claim {claim_id!r}: mechanism must be a mechanism id (letters, digits, '.', '_', "
+                                 f"'-'), got {mechanism!r}")
+        if not kwargs.get("model"):
+            raise ClaimSpecError(f"claim {claim_id!r}: a claim of mechanism {mechanism!r} must name its model= "
+                                 "(cross-model replication compares the mechanism's claims by model)")
     return ClaimSpec(claim_id, statement.strip(), level, expect, tuple(units), kwargs.get("model"),
-                     kwargs.get("hook"), kwargs.get("sae"), tuple(requires), kind, direction, positions, waive)
+                     kwargs.get("hook"), kwargs.get("sae"), tuple(requires), kind, direction, positions, waive,
+                     mechanism)
 
 
 def _policy_kwargs(claim_id: str, kwargs: dict) -> tuple:

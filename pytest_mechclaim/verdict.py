@@ -10,7 +10,9 @@ adds the author's own gate results (which can only lower the verdict) and hands 
    the target or the sign is wrong, insufficient when a candidate threshold is missed, candidate when only a
    strong threshold is missed). The verdict is the lowest cap.
 3. Any invalid row (non-finite, engine error) caps at ``insufficient``: a skipped row never supports a candidate.
-4. Every debt caps at ``insufficient`` (MechLedger §3.5/§3.6: no clean candidate support with open debt).
+4. Every debt caps at ``insufficient`` (MechLedger §3.5/§3.6: no clean candidate support with open debt), except
+   one judged across claims (cross-model replication), which caps at ``candidate``: a claim strong in every other
+   respect records ``support["strong_pending"]``, and only the mechanisms table (mechanisms.py) can lift it.
 5. ``strong`` also needs the strong floor, the empirical null and the paired test to have run and passed
    (``gates.STRONG_REQUIRES``); otherwise the verdict stops at ``candidate`` and says which are missing.
 """
@@ -31,7 +33,7 @@ from .evidence import EvidenceRow
 from .gates import STRONG_REQUIRES, GateResult
 from .status import Status
 
-DEBT_KINDS = ("missing_gate", "rows_cannot_show", "waived", "loosened", "floor_not_applicable")
+DEBT_KINDS = ("missing_gate", "rows_cannot_show", "waived", "loosened", "floor_not_applicable", "across_claims")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ def decide(gates: Sequence[GateResult], rows: Sequence[EvidenceRow] = (), debts:
     if missing and check_strong_requires:
         caps.append((Status.CANDIDATE, f"strong needs {', '.join(missing)}, which did not run"))
     status = min((c for c, _ in caps), default=Status.STRONG)
+    # What is strong but for a requirement judged across claims: the mechanisms table can lift it (mechanisms.py).
+    across = {d.line() for d in debts if d.kind == "across_claims"}
+    if across and status == Status.CANDIDATE and min((c for c, r in caps if r not in across),
+                                                      default=Status.STRONG) == Status.STRONG:
+        support = dict(support or {}, strong_pending=sorted(d.gate for d in debts if d.kind == "across_claims"))
     # Reasons: the ones that set the status first, then the rest of what holds the claim back.
     reasons = [r for c, r in caps if c == status] + [r for c, r in caps if c != status]
     return Verdict(status, tuple(dict.fromkeys(reasons)), gates, accounting, debts, policy or {}, support or {})
@@ -175,6 +182,9 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
         if line.gate in waived:
             debts.append(Debt(line.gate, "waived", f"waived by the claim: {waived[line.gate]}"))
             continue
+        if line.reads == "mechanism":
+            debts.append(_across_claims_debt(spec, line))
+            continue
         if line.if_recorded and not inputs[line.reads]:
             continue
         if line.carries_only and direction != "carries":
@@ -202,6 +212,15 @@ def judge(spec, stage: str | None, recorded: Recorded, author: Sequence[AuthorCa
     gates = tuple(results) + tuple(extra)
     return decide(gates, recorded.rows, debts, caps, applied, support,
                   check_strong_requires=spec.level == Status.STRONG and stage != policy_mod.CALIBRATION)
+
+
+def _across_claims_debt(spec, line) -> Debt:
+    floors = dict(line.floors)
+    where = (f"mechanism {spec.mechanism!r}: judged over each model's held-out verdict in the mechanisms table"
+             if getattr(spec, "mechanism", None) else "the claim declares no mechanism= shared with another model")
+    return Debt(line.gate, "across_claims", f"strong needs the same mechanism held out in >= "
+                                            f"{floors.get('min_models', 2)} models; one claim's rows cannot show "
+                                            f"it ({where})", caps_at=Status.CANDIDATE)
 
 
 def _stands_for_policy_run(call: AuthorCall, required: dict) -> bool:

@@ -348,8 +348,13 @@ def test_strong_needs_the_strong_lines_and_gets_them_with_the_full_floor():
     baseline = [BaselineRow(f"t{i}", f"f{i % 3 + 1}", 0.5) for i in range(30)]
     null = [0.01 * i for i in range(40)]
     rows = sae_evidence_for_strong()
-    verdict = judged(rows, spec=spec, baseline=baseline, null=null, stage="heldout")
+    verdict = judged(rows, spec=spec, baseline=baseline, null=null, stage="replication")
     assert verdict.status == Status.STRONG, verdict.reasons
+    # Held out, strong also needs the mechanism in a second model: one claim stops at candidate, strong pending.
+    heldout = judged(rows, spec=spec, baseline=baseline, null=null, stage="heldout")
+    assert heldout.status == Status.CANDIDATE
+    assert debt_gates(heldout, "across_claims") == {"cross_model_replication"}
+    assert heldout.support["strong_pending"] == ["cross_model_replication"]
     no_null = judged(rows, spec=spec, baseline=baseline, stage="heldout")
     assert no_null.status == Status.INSUFFICIENT and "empirical_null" in debt_gates(no_null, "rows_cannot_show")
     weak_null = judged(rows, spec=spec, baseline=baseline, null=[5.0] * 40, stage="heldout")

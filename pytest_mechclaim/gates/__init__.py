@@ -21,12 +21,13 @@ Thresholds default to the seed systems' values (reference/seed-systems.md §1.9,
 
 Modules: specificity (paired controls), signed (signed effect, strata), family, replication (and unit controls),
 telemetry (norm drift, decoded-delta ratio, baseline calibration), strong (floor, null, paired test), calibration
-(metric calibration).
+(metric calibration), cross_model (one mechanism's per-model verdicts, not rows).
 """
 
 from ._core import MIN_ABS_DELTA, WORST_K, GateResult, first_failing
 from ._core import check as sub_check
 from .calibration import MetricCalibrationRow, metric_calibration
+from .cross_model import ModelVerdict, cross_model_replication
 from .direction import DIRECTIONS, directed_effect, directed_gap, expected_sign, signed_delta
 from .family import FAMILY_SCORES, control_family_gap, family_minimum, normalized_effect, normalized_effect_of
 from .replication import REPLICATION_AXES, replication, seed_replication, unit_controls
@@ -38,6 +39,7 @@ from .thresholds import RANGES, GateThresholdError, Range, check_thresholds
 from .uncertainty import clustered_ci, holm_adjust
 
 __all__ = [
+    "ModelVerdict", "cross_model_replication",
     "DIRECTIONS",
     "FAMILY_SCORES",
     "GateResult",

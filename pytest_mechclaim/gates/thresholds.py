@@ -96,6 +96,7 @@ RANGES: dict[str, dict[str, Range]] = {
                        "search_size": Range(1, integer=True, optional=True)},
     "paired_test": {"alpha": Range(0.0, 1.0, low_open=True, high_open=True, rule="p <= 0.05 (DPT011)"),
                     "min_pairs": Range(1, integer=True, rule=">= 10 pairs (DPT010)"), "n_comparisons": COUNT},
+    "cross_model_replication": {"min_models": Range(2, integer=True, rule="a mechanism in >= 2 models (issue 15)")},
     "metric_calibration": {"min_gap": Range(0.0, rule="gap > 0.25 (§2.6 I)"), "min_positive_fraction": SHARE,
                            "max_control_fraction": SHARE},
 }

@@ -9,8 +9,9 @@ Every staged claim's candidates are frozen before scoring in the run's store (``
 
 from .frozen import FrozenStore, frozen_store
 from .head import AttentionPrior, CausalSearch, GroundTruthBank, HeadClaim, HeadDiscovery, InductionBank, Preregistered
+from .mechanism import Mechanism
 from .sae import ABLATE_AMPLIFY, MATCHED, SELECTION_MODES, SUITES, SAEFeatureClaim, SAEStudy
 
 __all__ = ["ABLATE_AMPLIFY", "AttentionPrior", "CausalSearch", "FrozenStore", "GroundTruthBank", "HeadClaim",
-           "HeadDiscovery", "InductionBank", "MATCHED", "Preregistered", "SAEFeatureClaim", "SAEStudy",
+           "HeadDiscovery", "InductionBank", "MATCHED", "Mechanism", "Preregistered", "SAEFeatureClaim", "SAEStudy",
            "SELECTION_MODES", "SUITES", "frozen_store"]

@@ -33,6 +33,7 @@ from ..gates import GateResult
 from ..status import Status
 from . import _tests
 from .banks import GroundTruthBank, InductionBank  # noqa: F401  (re-exported: the banks a head claim names)
+from .mechanism import Mechanism
 
 INTERVENTIONS = ("clean_to_corrupt", "zero")
 STAGE_INTERVENTIONS = {"replication": INTERVENTIONS, "heldout": INTERVENTIONS, "characterization": ("zero",)}
@@ -170,6 +171,7 @@ class HeadClaim:
     level: str = "candidate"
     positions: tuple[str, ...] = ("final",)  # where the claim says the head acts
     requires: tuple[str, ...] = ()
+    mechanism: Mechanism | None = None  # the same mechanism declared on other models (cross-model replication)
 
     def tests(self) -> type:
         """The claim's test class: its claim marker and one test per stage (bind it to a ``Test...`` name)."""
@@ -177,6 +179,8 @@ class HeadClaim:
         marker = {"statement": self.statement, "level": self.level, "expect": self.expect, "units": [self.unit],
                   "model": self.discovery.model, "hook": f"blocks.{layer}.attn.hook_z", "kind": "head",
                   "positions": list(self.positions), "requires": list(self.requires)}
+        if self.mechanism is not None:
+            marker["mechanism"] = self.mechanism.id
         tests = [_tests.stage_test(stage, lambda m, r, s=stage: self.record(m, r, s)) for stage in self.stages]
         return _tests.claim_class(self.id, marker, tests, self.statement)
 
@@ -195,6 +199,10 @@ class HeadClaim:
                               detail={"selection": discovery.selection, "candidates": discovery.candidates})
         mechclaim.declare("frozen_candidates", frozen.summary())
         role = mechclaim.gate.add(frozen_role(discovery, self.unit))
+        if self.mechanism is not None:
+            mechclaim.declare("mechanism", self.mechanism.declaration())
+            if not mechclaim.gate.add(self.mechanism.check(decl, discovery.candidates, self.unit)).passed:
+                return
         tasks = decl.stage_tasks(request, stage)
         if stage == "heldout" and not mechclaim.gate.add(store.check_tasks(self.id, tasks)).passed:
             return  # fail closed: a leaking held-out bank is never scored
@@ -232,4 +240,4 @@ def frozen_role(discovery: Discovery, unit: str) -> GateResult:
 
 
 __all__ = ["AttentionPrior", "CausalSearch", "Discovery", "GroundTruthBank", "HeadClaim", "HeadDiscovery",
-           "InductionBank", "Preregistered", "comparison_heads", "frozen_role"]
+           "InductionBank", "Mechanism", "Preregistered", "comparison_heads", "frozen_role"]

@@ -41,7 +41,7 @@ class SAEStudy:
     """One model + SAE: its banks, rankings and evaluations, computed once per process and shared by its claims."""
 
     model: str | Callable  # fixture names (or zero-argument builders)
-    sae: str | Callable
+    sae: str | Callable | None  # None: a bank-only study (its calibration claims; no SAE stage can run)
     candidates_per_family: int = banks.CANDIDATES_PER_FAMILY
     model_name: str | None = None
     bank: object | None = None  # an engine task bank (kinds.banks) for preregistered features; None: negation
@@ -49,8 +49,8 @@ class SAEStudy:
 
     def compute(self, request) -> "Study":
         return _tests.cached(request, ("sae-study", self), lambda: Study(
-            _tests.load(request, self.model), _tests.load(request, self.sae), self.candidates_per_family,
-            self.model_name))
+            _tests.load(request, self.model), None if self.sae is None else _tests.load(request, self.sae),
+            self.candidates_per_family, self.model_name))
 
 
 class Study:
@@ -131,10 +131,13 @@ class SAEFeatureClaim:
     requires: tuple[str, ...] = ()
 
     def tests(self) -> type:
+        if self.study.sae is None and not self.calibration:
+            raise ValueError(f"claim {self.id!r}: a study without an SAE has only calibration claims")
         if self.heldout and len(self.modes) != 1:
             raise ValueError(f"claim {self.id!r}: a held-out stage scores one frozen selection; give one mode")
         marker = {"statement": self.statement, "level": self.level, "expect": self.expect, "model": self.model,
-                  "hook": self.hook, "sae": self.sae, "requires": list(self.requires), "kind": "sae_features"}
+                  "hook": self.hook, "sae": self.sae, "requires": list(self.requires),
+                  "kind": "sae_features" if self.study.sae is not None else "other"}
         if self.features:
             from .sae_tasks import record_stage
 
@@ -224,6 +227,8 @@ def prerequisites(mechclaim, study: Study, bank_name: str, calibration_stage: bo
         results.append(mechclaim.gate.add(bank.calibration.gate))
     if bank.calibration.blocked or not bank.tasks:
         return False
+    if study.sae is None:  # a bank-only study: nothing is edited, so there is no SAE to fit the prompts
+        return calibration_stage and all(r.caps_at > Status.BLOCKED for r in results)
     results.append(mechclaim.gate.add(study.compatibility(bank_name)))
     return all(r.caps_at > Status.BLOCKED for r in results)
 
