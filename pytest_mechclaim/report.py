@@ -338,6 +338,9 @@ def claim_report_markdown(data: dict, figure_name: str | None = "figure.png") ->
             lines.append(f"- {key}: {md_code(claim[key])}")
     if claim.get("units"):
         lines.append(f"- units: {', '.join(md_text(u) for u in claim['units'])}")
+    if claim.get("mechanism"):
+        lines.append(f"- mechanism: {md_code(claim['mechanism'])} (judged across models in the run's `index.md` "
+                     "and the ledger)")
     lines += ["", f"Rerun: {md_code(data['rerun'])}", ""]
     if verdict is None:
         lines += ["## Not judged", "", f"The test never reached a verdict: {md_text(data.get('error'))}", ""]
