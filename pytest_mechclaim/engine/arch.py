@@ -7,121 +7,30 @@ reads the weights once from a HookedTransformer or a TransformerBridge in compat
 ``[pairs, variants, positions, d_model]``, attending to the cached prefix keys/values ``[pairs, prefix, kv_head, d]``
 without copying them per variant.
 
-Supported: LayerNorm / RMSNorm (with or without weights, folded or not), no norm; learned absolute or rotary position
-embeddings (rotate-half or adjacent pairs, partial rotary dims); grouped-query attention; plain or gated MLPs with
-TL's activation functions; attention-only models. Anything else raises ``FastPathUnsupported`` and the engine uses
-its reference path; what is supported is still checked against the model's own forward on every new prompt group
-(see ``cache.py``).
+The parts are read from the model itself and checked one by one (``parts.py``), not taken from its config alone.
+Supported: LayerNorm / RMSNorm (with or without weights, folded or not, Gemma's ``1 + weight``), no norm; pre-,
+post-attention and post-MLP (sandwich) norms; QK norm over d_head; learned absolute or rotary position embeddings
+(rotate-half or adjacent pairs, partial rotary dims, one table per layer: Gemma's local and global bases); grouped-
+query attention; the score scale the attention module itself uses (Gemma: ``query_pre_attn_scalar``); sliding-window
+attention at any prompt length, masked as TL and HF do (a query sees the keys fewer than ``window`` positions back,
+so prompts no longer than the window attend fully causally); plain or gated MLPs with TL's activation functions;
+attention-only models. Embedding scales (Gemma's sqrt(d_model)) act before ``hook_resid_pre`` and need nothing here.
+Anything else raises ``FastPathUnsupported`` naming the part, and the engine uses its reference path; what is
+supported is still checked against the model's own forward (see ``cache.py``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from .parts import FastPathUnsupported, Layer, Norm, mlp_post, read_layer, read_norm, rotary_hooks, \
+    unsupported_reason, zeros_if_none
+
+__all__ = ["Arch", "FastPathUnsupported", "unsupported_reason"]
 
 
-class FastPathUnsupported(Exception):
-    """The model has a feature the tail recompute does not reproduce."""
-
-
-_NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
-
-
-def _detach(t):
-    return None if t is None else t.detach()
-
-
-@dataclass
-class Norm:
-    kind: str | None
-    w: object = None
-    b: object = None
-    eps: float = 1e-5
-
-    def __call__(self, x):
-        if self.kind is None:
-            return x
-        if self.kind.startswith("LN"):
-            x = x - x.mean(-1, keepdim=True)
-        x = x / (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
-        if self.w is not None:
-            x = x * self.w
-        if self.b is not None:
-            x = x + self.b
-        return x
-
-
-def _norm(module, kind: str | None, eps: float) -> Norm:
-    if kind is None:
-        return Norm(None)
-    w, b = getattr(module, "w", None), getattr(module, "b", None)
-    if w is None and b is None:  # bridge components wrap the HF module's weight/bias
-        for name, p in module.named_parameters():
-            if name.endswith("weight"):
-                w = p
-            elif name.endswith("bias"):
-                b = p
-    if kind.endswith("Pre"):
-        w = b = None
-    return Norm(kind, _detach(w), None if kind.startswith("RMS") else _detach(b), eps)
-
-
-@dataclass
-class Layer:
-    ln1: Norm
-    ln2: Norm
-    W_Q: object
-    b_Q: object
-    W_K: object
-    b_K: object
-    W_V: object
-    b_V: object
-    W_O: object
-    b_O: object
-    attn_scale: float
-    mlp: tuple | None  # (W_in, b_in, W_gate or None, W_out, b_out)
-
-
-def _raw_kv(attn, name):
-    """[n_kv_heads, ...]: a HookedTransformer's GQA attention repeats K/V per query head under ``W_K``."""
-    raw = getattr(attn, "_" + name, None)
-    return raw if raw is not None else getattr(attn, name)
-
-
-def _zeros_if_none(t, shape, like):
-    import torch
-
-    return torch.zeros(shape, dtype=like.dtype, device=like.device) if t is None else t.detach()
-
-
-def unsupported_reason(model) -> str | None:
-    cfg = model.cfg
-    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
-
-    checks = [
-        (cfg.normalization_type not in _NORMS, f"normalization {cfg.normalization_type}"),
-        (cfg.positional_embedding_type not in ("standard", "rotary"),
-         f"positional embedding {cfg.positional_embedding_type}"),
-        (getattr(cfg, "parallel_attn_mlp", False), "parallel attention/MLP"),
-        (getattr(cfg, "use_local_attn", False), "local attention"),
-        (bool(getattr(cfg, "attn_scores_soft_cap", -1.0) > 0), "attention soft cap"),
-        (bool(getattr(cfg, "output_logits_soft_cap", -1.0) > 0), "logit soft cap"),
-        (getattr(cfg, "use_qk_norm", False), "QK norm"),
-        (getattr(cfg, "use_split_qkv_input", False) or getattr(cfg, "use_attn_in", False), "split qkv input"),
-        (getattr(cfg, "post_embedding_ln", False), "post-embedding LayerNorm"),
-        (getattr(cfg, "num_experts", None) not in (None, 0), "mixture of experts"),
-        (not cfg.attn_only and cfg.act_fn not in SUPPORTED_ACTIVATIONS, f"activation {cfg.act_fn}"),
-        (not cfg.attn_only and cfg.act_fn == "solu_ln", "SoLU-LN activation"),
-        (cfg.positional_embedding_type == "rotary" and not _has_rotary_source(model), "rotary tables not found"),
-    ]
-    for bad, reason in checks:
-        if bad:
-            return reason
-    return None
-
-
-def _has_rotary_source(model) -> bool:
-    return hasattr(model.blocks[0].attn, "rotary_cos") or "rotary_emb.hook_cos" in model.hook_dict
+def _add_output(resid, out, bias, post_norm: Norm):
+    """resid + the sublayer's output, through its post norm if it has one (without one, summed in the order TL
+    does, so models without sandwich norms get bit-identical numbers)."""
+    return resid + out + bias if post_norm.kind is None else resid + post_norm(out + bias)
 
 
 class Arch:
@@ -136,45 +45,32 @@ class Arch:
         cfg = model.cfg
         self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
         self.rotary = cfg.positional_embedding_type == "rotary"
+        self.rotary_hooks = rotary_hooks(model) if self.rotary else None
         self.adjacent_pairs = bool(getattr(cfg, "rotary_adjacent_pairs", False))
         self.act = None if cfg.attn_only else SUPPORTED_ACTIVATIONS[cfg.act_fn]
-        norm = cfg.normalization_type
-        self.layers = []
-        for l, block in enumerate(model.blocks):
-            attn = block.attn
-            W_Q, W_O = attn.W_Q.detach(), attn.W_O.detach()
-            W_K, W_V = _raw_kv(attn, "W_K").detach(), _raw_kv(attn, "W_V").detach()
-            n_kv = W_K.shape[0]
-            scale = (cfg.attn_scale if cfg.attn_scale and cfg.attn_scale > 0 else math.sqrt(cfg.d_head))
-            scale = scale if cfg.use_attn_scale else 1.0
-            if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
-                scale *= l + 1
-            mlp = None
-            if not cfg.attn_only:
-                m = block.mlp
-                W_in = m.W_in.detach()
-                W_gate = m.W_gate.detach() if getattr(cfg, "gated_mlp", False) else None
-                mlp = (W_in, _zeros_if_none(getattr(m, "b_in", None), W_in.shape[-1:], W_in), W_gate,
-                       m.W_out.detach(), _zeros_if_none(getattr(m, "b_out", None), W_O.shape[-1:], W_O))
-            self.layers.append(Layer(
-                ln1=_norm(getattr(block, "ln1", None), norm, cfg.eps),
-                ln2=_norm(getattr(block, "ln2", None), None if cfg.attn_only else norm, cfg.eps),
-                W_Q=W_Q, b_Q=_zeros_if_none(getattr(attn, "b_Q", None), W_Q.shape[::2], W_Q),
-                W_K=W_K, b_K=_zeros_if_none(_raw_kv(attn, "b_K") if hasattr(attn, "_b_K") else
-                                            getattr(attn, "b_K", None), (n_kv, cfg.d_head), W_K),
-                W_V=W_V, b_V=_zeros_if_none(_raw_kv(attn, "b_V") if hasattr(attn, "_b_V") else
-                                            getattr(attn, "b_V", None), (n_kv, cfg.d_head), W_V),
-                W_O=W_O, b_O=_zeros_if_none(getattr(attn, "b_O", None), W_O.shape[-1:], W_O),
-                attn_scale=scale, mlp=mlp,
-            ))
-        final = norm
-        if getattr(cfg, "final_rms", False) and norm in ("LN", "LNPre"):  # TL: an RMS final norm after LN blocks
-            final = {"LN": "RMS", "LNPre": "RMSPre"}[norm]
-        self.ln_final = _norm(getattr(model, "ln_final", None), final, cfg.eps)
+        like = model.W_U
+        self.layers: list[Layer] = [read_layer(model, l, self.act, like) for l in range(self.n_layers)]
+        self.ln_final = read_norm(getattr(model, "ln_final", None), "ln_final", cfg.d_model, like, cfg.eps)
         self.W_U = model.W_U.detach()
-        self.b_U = _zeros_if_none(getattr(model, "b_U", None), self.W_U.shape[-1:], self.W_U)
+        self.b_U = zeros_if_none(getattr(model, "b_U", None), self.W_U.shape[-1:], self.W_U)
 
     # ------------------------------------------------------------------------------------------------ pieces
+    def rotary_tables(self, model, cache, n: int) -> tuple[tuple, tuple]:
+        """Per-layer (cos, sin) [n, rotary_dim] of an n-token run, one tensor per distinct table."""
+        import torch
+
+        if self.rotary_hooks is not None:
+            pairs = [(cache[c][0], cache[s][0]) for c, s in self.rotary_hooks]
+        else:
+            pairs = [(b.attn.rotary_cos[:n].detach(), b.attn.rotary_sin[:n].detach()) for b in model.blocks]
+        distinct, per_layer = [], []
+        for cos, sin in pairs:
+            same = next((d for d in distinct if torch.equal(cos, d[0]) and torch.equal(sin, d[1])), None)
+            if same is None:
+                distinct.append(same := (cos, sin))
+            per_layer.append(same)
+        return tuple(c for c, _ in per_layer), tuple(s for _, s in per_layer)
+
     def rotate(self, x, cos, sin):
         """Rotary embedding on [..., P, head, d] with cos/sin [P, rotary_dim] (TL's and HF's convention)."""
         import torch
@@ -197,7 +93,7 @@ class Arch:
 
         layer = self.layers[l]
         xn = layer.ln1(resid)
-        k = torch.einsum("...pm,kmd->...pkd", xn, layer.W_K) + layer.b_K
+        k = layer.k_norm(torch.einsum("...pm,kmd->...pkd", xn, layer.W_K) + layer.b_K)
         v = torch.einsum("...pm,kmd->...pkd", xn, layer.W_V) + layer.b_V
         return self.rotate(k, cos, sin), v
 
@@ -207,39 +103,44 @@ class Arch:
 
         layer = self.layers[l]
         xn = layer.ln1(resid)
-        q = self.rotate(torch.einsum("ncpm,hmd->ncphd", xn, layer.W_Q) + layer.b_Q, cos, sin)
+        q = self.rotate(layer.q_norm(torch.einsum("ncpm,hmd->ncphd", xn, layer.W_Q) + layer.b_Q), cos, sin)
         k, v = self.keys_values(l, resid, cos, sin)
         N, C, P, H, D = q.shape
         n_kv = k.shape[-2]
         q = q.view(N, C, P, n_kv, H // n_kv, D)
         scores = torch.einsum("ncpkgd,ncqkd->nckgpq", q, k) / layer.attn_scale
-        causal = torch.ones(P, P, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(causal, float("-inf"))
         S = past_k.shape[1]
         if S:
             past = torch.einsum("ncpkgd,nskd->nckgps", q, past_k) / layer.attn_scale
             scores = torch.cat((past, scores), dim=-1)
+        scores = scores.masked_fill(self._hidden(layer.window, S, P, q.device), float("-inf"))
         pattern = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         z = torch.einsum("nckgpq,ncqkd->ncpkgd", pattern[..., S:], v)
         if S:
             z = z + torch.einsum("nckgps,nskd->ncpkgd", pattern[..., :S], past_v)
         return z.reshape(N, C, P, H, D)
 
+    @staticmethod
+    def _hidden(window, S: int, P: int, device):
+        """[P, S + P] keys the block's queries (positions S..S+P-1) may not see: later ones, and with a sliding
+        window those ``window`` or more positions back."""
+        import torch
+
+        q = torch.arange(S, S + P, device=device)[:, None]
+        k = torch.arange(S + P, device=device)[None, :]
+        hidden = k > q
+        return hidden | (q - k >= window) if window is not None else hidden
+
     def finish_block(self, l: int, resid, z):
         """resid_post of layer l from its resid_pre and its (possibly patched) z."""
         import torch
 
         layer = self.layers[l]
-        mid = resid + torch.einsum("...hd,hdm->...m", z, layer.W_O) + layer.b_O
+        mid = _add_output(resid, torch.einsum("...hd,hdm->...m", z, layer.W_O), layer.b_O, layer.ln1_post)
         if layer.mlp is None:
             return mid
-        W_in, b_in, W_gate, W_out, b_out = layer.mlp
-        xn = layer.ln2(mid)
-        if W_gate is None:
-            post = self.act(xn @ W_in + b_in)
-        else:
-            post = self.act(xn @ W_gate) * (xn @ W_in) + b_in
-        return mid + post @ W_out + b_out
+        W_out, b_out = layer.mlp[3:]
+        return _add_output(mid, mlp_post(layer.mlp, self.act, layer.ln2(mid)) @ W_out, b_out, layer.ln2_post)
 
     def block(self, l: int, resid, past_k, past_v, cos, sin):
         return self.finish_block(l, resid, self.attention_z(l, resid, past_k, past_v, cos, sin))

@@ -3,7 +3,8 @@
 Keyed by the model (weakly: a collected model drops its entries), the identity and in-place version counter of
 every parameter (editing a weight invalidates the cache), and the prompt's token ids. Each entry keeps what a tail
 recompute starts from: the residual stream entering every block and the final residual, every layer's ``hook_z``,
-the rotated keys and values of every layer, the rotary tables, and the model's own final-position logit row.
+the rotated keys and values of every layer, each layer's rotary table, and the model's own final-position logit
+row.
 
 Every newly cached batch is checked against the model's own forward: the tail recompute of the unpatched final
 position from the embeddings up must reproduce the model's final logits (``SELF_CHECK_ATOL``). A model the tail
@@ -34,8 +35,14 @@ class PromptActs:
     final_logits: object  # [d_vocab], the model's own forward at the last position
     k: object = None  # [n_layers, n, kv_head, d_head], rotated
     v: object = None
-    cos: object = None  # [n, rotary_dim]
-    sin: object = None
+    cos: tuple | None = None  # per layer [n, rotary_dim] (layers sharing a table share the tensor)
+    sin: tuple | None = None
+
+    def rotary(self, l: int, start: int = 0):
+        """Layer l's (cos, sin) from position ``start`` on, or (None, None) without rotary embeddings."""
+        if self.cos is None:
+            return None, None
+        return self.cos[l][start:], self.sin[l][start:]
 
     @property
     def nbytes(self) -> int:
@@ -48,14 +55,15 @@ def hook_names(n_layers: int) -> list[str]:
             + [f"blocks.{l}.attn.hook_z" for l in range(n_layers)])
 
 
-def run_base(model, tokens, with_rotary: bool = False) -> list[PromptActs]:
-    """One batched forward over equal-length prompts, kept per prompt (used by both paths)."""
+def run_base(model, tokens, arch: Arch | None = None) -> list[PromptActs]:
+    """One batched forward over equal-length prompts, kept per prompt (used by both paths; with ``arch``, also the
+    rotary tables the tail recompute needs)."""
     import torch
 
     n_layers = model.cfg.n_layers
     names = set(hook_names(n_layers))
-    if with_rotary and "rotary_emb.hook_cos" in model.hook_dict:
-        names |= {"rotary_emb.hook_cos", "rotary_emb.hook_sin"}
+    if arch is not None and arch.rotary_hooks:
+        names |= {name for pair in arch.rotary_hooks for name in pair}
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         resid = torch.stack([cache[f"blocks.{l}.hook_resid_pre"] for l in range(n_layers)]
@@ -63,15 +71,8 @@ def run_base(model, tokens, with_rotary: bool = False) -> list[PromptActs]:
         z = torch.stack([cache[f"blocks.{l}.attn.hook_z"] for l in range(n_layers)], dim=1)
     out = [PromptActs(tuple(tokens[i].tolist()), resid[i].clone(), z[i].clone(), logits[i, -1].clone())
            for i in range(tokens.shape[0])]
-    if with_rotary:
-        n = tokens.shape[1]
-        attn = model.blocks[0].attn
-        if hasattr(attn, "rotary_cos"):
-            cos, sin = attn.rotary_cos[:n].detach(), attn.rotary_sin[:n].detach()
-        elif "rotary_emb.hook_cos" in cache:
-            cos, sin = cache["rotary_emb.hook_cos"][0], cache["rotary_emb.hook_sin"][0]
-        else:
-            cos = sin = None
+    if arch is not None and arch.rotary:
+        cos, sin = arch.rotary_tables(model, cache, tokens.shape[1])
         for a in out:
             a.cos, a.sin = cos, sin
     return out
@@ -137,13 +138,10 @@ class ActivationCache:
         for seqs in by_len.values():
             for i in range(0, len(seqs), batch_size):
                 chunk = seqs[i:i + batch_size]
-                acts = run_base(model, torch.tensor(chunk, device=device), with_rotary=arch.rotary)
+                acts = run_base(model, torch.tensor(chunk, device=device), arch)
                 with torch.no_grad():
                     for a in acts:
-                        idx = torch.arange(len(a.tokens), device=a.resid.device)
-                        cos = a.cos if a.cos is None else a.cos[idx]
-                        sin = a.sin if a.sin is None else a.sin[idx]
-                        kv = [arch.keys_values(l, a.resid[l], cos, sin) for l in range(arch.n_layers)]
+                        kv = [arch.keys_values(l, a.resid[l], *a.rotary(l)) for l in range(arch.n_layers)]
                         a.k = torch.stack([k for k, _ in kv])
                         a.v = torch.stack([v for _, v in kv])
                     _self_check(arch, acts)

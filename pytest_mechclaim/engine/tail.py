@@ -64,12 +64,10 @@ def final_resid_unpatched(arch, acts: list[PromptActs]):
 
     n = len(acts[0].tokens)
     x = torch.stack([a.resid[0, n - 1:] for a in acts])[:, None]
-    cos = None if acts[0].cos is None else acts[0].cos[n - 1:]
-    sin = None if acts[0].sin is None else acts[0].sin[n - 1:]
     for l in range(arch.n_layers):
         pk = torch.stack([a.k[l, :n - 1] for a in acts])
         pv = torch.stack([a.v[l, :n - 1] for a in acts])
-        x = arch.block(l, x, pk, pv, cos, sin)
+        x = arch.block(l, x, pk, pv, *acts[0].rotary(l, n - 1))
     return x[:, 0, -1]
 
 
@@ -100,8 +98,6 @@ class TailGroup:
         self.arch, self.base, self.p0 = arch, base, p0
         self.n = len(base[0].tokens)
         self.resid = torch.stack([a.resid[:, p0:] for a in base])  # [N, L+1, P, d]
-        self.cos = None if base[0].cos is None else base[0].cos[p0:self.n]
-        self.sin = None if base[0].sin is None else base[0].sin[p0:self.n]
         self._past = {}
 
     def past(self, l):
@@ -162,7 +158,7 @@ class TailGroup:
                 tels.append(tr)
             if r < L:
                 pk, pv = self.past(r)
-                x = arch.block(r, x, pk, pv, self.cos, self.sin)
+                x = arch.block(r, x, pk, pv, *self.base[0].rotary(r, self.p0))
         back = torch.tensor([ids.index(i) for i in range(len(entries))], device=x.device)
         normed = arch.final_normed(x[:, back, -1])
         return normed, tuple(torch.cat(t, 1)[:, back] for t in zip(*tels))
