@@ -209,7 +209,7 @@ def check_sae_compatibility(model, sae, tokens, *, hook_name: str | None = None,
     the model's provenance. Record the result with ``mechclaim.gate.add(result)``. Prompts that cannot be run (none,
     ragged, ids outside the vocabulary, longer than n_ctx) give a blocked result naming the problem.
     """
-    from .saes import sae_quality
+    from .sae_quality import sae_quality
 
     hook_name = hook_name or _declared(sae, "hook_name")
     tokens, inputs = token_problems(model, tokens)

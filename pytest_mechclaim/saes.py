@@ -8,8 +8,8 @@ that is renamed into place only when complete, so a half-written SAE is never lo
     python -m pytest_mechclaim.saes build-smollm2 --cache-dir .mechclaim/cache --seed 0
 
 SAELens' runner logs no metrics with wandb off, so quality (explained variance, CE loss recovered, L0, dead-feature
-share) is measured here on held-out text and saved with the SAE (``mechclaim.json``), together with the corpus
-provenance and its sha256.
+share; ``sae_quality.py``) is measured on held-out text and saved with the SAE (``mechclaim.json``), together with
+the corpus provenance and its sha256.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from .models import COMPLETE_MARKER, ModelUnavailable, library_versions, require_hub
 from .progress import step
 from .quiet import dependency_deprecations
+from .sae_quality import sae_quality
 
 PROVENANCE_FILE = "mechclaim.json"
 SMOLLM2_SAE_HOOK = "blocks.15.hook_resid_post"
@@ -120,107 +121,6 @@ def pack_tokens(tokenizer, documents, context_size: int = CONTEXT_SIZE) -> list[
         stream.append(bos)
     width = context_size - 1
     return [[bos] + stream[i: i + width] for i in range(0, len(stream) - width + 1, width)]
-
-
-# --------------------------------------------------------------------------------------------------- quality
-@dataclass(frozen=True)
-class SAEQuality:
-    """How well an SAE stands in for the activation it reads, measured on given tokens (special tokens excluded)."""
-
-    explained_variance: float
-    ce_loss_recovered: float
-    ce_loss_clean: float
-    ce_loss_with_sae: float
-    ce_loss_zero_ablation: float
-    l0: float
-    dead_share: float
-    relative_l2: float
-    n_tokens: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def sae_quality(model, sae, tokens, hook_name: str | None = None, batch_size: int = 8,
-                special_token_ids=None) -> SAEQuality:
-    """Explained variance, CE loss recovered (zero-ablation baseline), L0 and dead share of ``sae`` at its hook.
-
-    Why not ``sae_lens.evals``: its ``get_recons_loss`` masks special tokens only where activations are spliced and
-    still scores next-token loss at every position (BOS separators included as inputs and targets), and
-    ``get_sparsity_and_variance_metrics`` needs an ``ActivationsStore`` over a dataset; the compatibility gate
-    judges the claim's own prompts with special positions excluded from both sides, so it computes these here.
-
-    * explained variance = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, pooled over the kept tokens;
-    * CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), with the SAE's reconstruction (or zeros)
-      spliced into the forward pass at the hook, over next-token predictions whose input and target are kept;
-    * L0 = mean number of active features per kept token; dead share = features that never fire on these tokens.
-    Positions holding special tokens (BOS separators) are excluded, as in training.
-    """
-    import torch
-
-    hook_name = hook_name or sae.cfg.metadata.hook_name
-    if special_token_ids is None:
-        with dependency_deprecations():
-            from sae_lens.util import get_special_token_ids
-
-        special_token_ids = get_special_token_ids(model.tokenizer)
-    special = torch.tensor(sorted(special_token_ids), dtype=torch.long)
-    tokens = torch.as_tensor(tokens, dtype=torch.long)
-    sq_err = sum_sq = 0.0
-    sum_x = None
-    n = 0
-    err_norm = x_norm = 0.0
-    active_count = 0.0
-    fired = None
-    ce = {"clean": [0.0, 0], "sae": [0.0, 0], "zero": [0.0, 0]}
-    with torch.no_grad():
-        for start in range(0, len(tokens), batch_size):
-            batch = tokens[start: start + batch_size].to(model.cfg.device)
-            keep = ~torch.isin(batch.cpu(), special)
-            captured = {}
-
-            def capture(act, hook):
-                captured["x"] = act.detach().cpu()
-                return act
-
-            def splice_sae(act, hook):
-                return sae.decode(sae.encode(act.to(sae.device))).to(act.dtype).to(act.device)
-
-            def splice_zero(act, hook):
-                return torch.zeros_like(act)
-
-            # Predictions count where the input token and the target are both ordinary text.
-            pred_keep = (keep[:, :-1] & keep[:, 1:])
-            for label, hook_fn in (("clean", capture), ("sae", splice_sae), ("zero", splice_zero)):
-                loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True,
-                                            fwd_hooks=[(hook_name, hook_fn)]).cpu()
-                ce[label][0] += float(loss[pred_keep].sum())
-                ce[label][1] += int(pred_keep.sum())
-            x = captured["x"][keep].to(sae.device, sae.dtype)
-            feats = sae.encode(x)
-            x_hat = sae.decode(feats)
-            sq_err += float(((x - x_hat) ** 2).sum())
-            err_norm += float((x - x_hat).norm(dim=-1).sum())
-            x_norm += float(x.norm(dim=-1).sum())
-            sum_sq += float((x.double() ** 2).sum())
-            sum_x = x.double().sum(0) if sum_x is None else sum_x + x.double().sum(0)
-            n += x.shape[0]
-            active = feats != 0
-            active_count += float(active.sum())
-            fired = active.any(0) if fired is None else fired | active.any(0)
-    if n == 0:
-        raise ValueError("sae_quality: no ordinary (non-special) tokens to measure on")
-    total_var = sum_sq - float((sum_x ** 2).sum()) / n
-    clean, with_sae, zero = (ce[k][0] / max(ce[k][1], 1) for k in ("clean", "sae", "zero"))
-    return SAEQuality(
-        explained_variance=1.0 - sq_err / total_var,
-        ce_loss_recovered=(zero - with_sae) / (zero - clean),
-        ce_loss_clean=clean, ce_loss_with_sae=with_sae, ce_loss_zero_ablation=zero,
-        l0=active_count / n,
-        dead_share=1.0 - float(fired.float().mean()),
-        relative_l2=err_norm / x_norm,
-        n_tokens=n,
-    )
 
 
 # --------------------------------------------------------------------------------------------------- loading
