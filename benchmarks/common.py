@@ -1,8 +1,10 @@
-"""Shared pieces of the engine benchmarks: SmolLM2, induction-style prompts, and a matmul peak measured in-run."""
+"""Shared pieces of the engine benchmarks: SmolLM2, induction-style prompts, one timing protocol, and a matmul peak
+measured in-run with it."""
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 
 
@@ -22,18 +24,29 @@ def induction_tasks(n_prompts: int, length: int, seed: int = 0, vocab=(1000, 200
     return tasks
 
 
-def matmul_peak_flops(n: int = 1024, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an n x n matmul on this machine, right now."""
+def timed(fn, repeats: int, before=None):
+    """(result of an untimed warm-up call, [seconds of each of ``repeats`` timed calls]); ``before()`` runs untimed
+    ahead of every call, the warm-up included (e.g. emptying a cache for cold timings). Every side of a comparison
+    is timed this way."""
+    before = before or (lambda: None)
+    before()
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        before()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return result, times
+
+
+def matmul_peak_flops(repeats: int = 5, n: int = 1024) -> float:
+    """float32 FLOP/s of an n x n matmul on this machine, right now: 2 n^3 / the median of ``timed`` calls."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    _, times = timed(lambda: a @ b, repeats)
+    return 2 * n ** 3 / statistics.median(times)
 
 
 def counted_flops(fn) -> int:
