@@ -6,14 +6,20 @@ recompute starts from: the residual stream entering every block and the final re
 the rotated keys and values of every layer, each layer's rotary table, and the model's own final-position logit
 row.
 
-Every newly cached batch is checked against the model's own forward: the tail recompute of the unpatched final
-position from the embeddings up must reproduce the model's final logits (``SELF_CHECK_ATOL``). A model the tail
-math does not reproduce raises ``FastPathMismatch`` and the engine falls back to its reference path.
+The fast path's base runs are lean: the forward stops once the last block's output is captured (nothing after it
+is read), only the final position is unembedded, by the model's own ``ln_final`` and ``unembed`` (the full
+forward's row up to the matmul's summation order), and keys and values are taken from the forward's own hooks
+where they come in the tail's layout (recomputed from the residual otherwise). Once per model and prompt length,
+the base run is instead a full normal forward, and the tail recompute of the unpatched final position from the
+embeddings up, using the cached keys and values, must reproduce that forward's logits (``SELF_CHECK_ATOL``). A
+model the tail math does not reproduce raises ``FastPathMismatch`` and the engine falls back to its reference
+path, whose runs (``run_base``) stay plain full forwards.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass
 
 from .arch import Arch, FastPathUnsupported
@@ -50,30 +56,109 @@ class PromptActs:
                    if t is not None)
 
 
+class _FinalResidual(Exception):
+    """Raised by the hook that captures the last block's output: a lean base run needs nothing after it."""
+
+
 def hook_names(n_layers: int) -> list[str]:
     return ([f"blocks.{l}.hook_resid_pre" for l in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
             + [f"blocks.{l}.attn.hook_z" for l in range(n_layers)])
 
 
-def run_base(model, tokens, arch: Arch | None = None) -> list[PromptActs]:
-    """One batched forward over equal-length prompts, kept per prompt (used by both paths; with ``arch``, also the
-    rotary tables the tail recompute needs)."""
+def _prompt_acts(tokens, acts, last_logits, n_layers: int) -> list[PromptActs]:
+    import torch
+
+    resid = torch.stack([acts[f"blocks.{l}.hook_resid_pre"] for l in range(n_layers)]
+                        + [acts[f"blocks.{n_layers - 1}.hook_resid_post"]], dim=1)
+    z = torch.stack([acts[f"blocks.{l}.attn.hook_z"] for l in range(n_layers)], dim=1)
+    return [PromptActs(tuple(tokens[i].tolist()), resid[i].clone(), z[i].clone(), last_logits[i].clone())
+            for i in range(tokens.shape[0])]
+
+
+def run_base(model, tokens) -> list[PromptActs]:
+    """One plain batched forward over equal-length prompts (full logits), kept per prompt: the reference path's
+    runs."""
     import torch
 
     n_layers = model.cfg.n_layers
     names = set(hook_names(n_layers))
-    if arch is not None and arch.rotary_hooks:
-        names |= {name for pair in arch.rotary_hooks for name in pair}
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        resid = torch.stack([cache[f"blocks.{l}.hook_resid_pre"] for l in range(n_layers)]
-                            + [cache[f"blocks.{n_layers - 1}.hook_resid_post"]], dim=1)
-        z = torch.stack([cache[f"blocks.{l}.attn.hook_z"] for l in range(n_layers)], dim=1)
-    out = [PromptActs(tuple(tokens[i].tolist()), resid[i].clone(), z[i].clone(), logits[i, -1].clone())
-           for i in range(tokens.shape[0])]
-    if arch is not None and arch.rotary:
-        cos, sin = arch.rotary_tables(model, cache, tokens.shape[1])
-        for a in out:
+        return _prompt_acts(tokens, cache, logits[:, -1], n_layers)
+
+
+def _kv_hooks(arch: Arch, l: int, available) -> tuple[str, str] | None:
+    """The model's hooks carrying layer l's keys (rotated) and values: ``hook_rot_k``, or ``hook_k`` when nothing
+    follows it (TL and the bridge fire ``hook_k`` before a QK norm); None where the model has no such hooks."""
+    if arch.rotary:
+        hooks = f"blocks.{l}.attn.hook_rot_k", f"blocks.{l}.attn.hook_v"
+    elif arch.layers[l].k_norm.kind is None:
+        hooks = f"blocks.{l}.attn.hook_k", f"blocks.{l}.attn.hook_v"
+    else:
+        return None
+    return hooks if all(name in available for name in hooks) else None
+
+
+def _layer_kv(arch: Arch, l: int, acts, hooks, cos, sin):
+    """Layer l's keys and values [batch, n, kv_head, d_head]: the forward's own where its hooks carry them in that
+    layout, else recomputed from the residual (e.g. TL's ungrouped GQA repeats them per query head)."""
+    resid = acts[f"blocks.{l}.hook_resid_pre"]
+    want = tuple(resid.shape[:2]) + tuple(arch.layers[l].W_K.shape[::2])
+    if hooks and all(tuple(acts[h].shape) == want for h in hooks):
+        return acts[hooks[0]], acts[hooks[1]]
+    return arch.keys_values(l, resid, cos, sin)
+
+
+def _lean_forward(model, tokens, names: set, final: str):
+    """The captured ``names`` and the final logit rows of a forward that stops once ``final`` (the last block's
+    output) is captured; the last position alone is unembedded, by the model's own ``ln_final`` and ``unembed``."""
+    available = model.hook_dict
+    carried = defaultdict(list)  # hook point -> the names it fires for (a bridge's aliases share one point)
+    for name in names:
+        carried[id(available[name])].append(name)
+    acts = {}
+
+    def save(tensor, hook):
+        for name in carried[id(hook)]:
+            acts[name] = tensor
+        if final in acts:
+            raise _FinalResidual
+
+    try:  # one filter, not one hook per name: a bridge rebuilds its hook dict for every named hook it adds
+        model.run_with_hooks(tokens, fwd_hooks=[(lambda name: name in names, save)])
+    except _FinalResidual:  # run_with_hooks removes its hooks on the way out, this raise included
+        pass
+    x = acts[final][:, -1:]
+    ln_final = getattr(model, "ln_final", None)
+    return acts, model.unembed(x if ln_final is None else ln_final(x))[:, 0]
+
+
+def run_fast_base(model, tokens, arch: Arch, full_forward: bool) -> list[PromptActs]:
+    """The fast path's base run of equal-length prompts, with each layer's keys, values and rotary table.
+
+    ``full_forward``: a normal forward, whose final logit rows are the model's own (the self-check compares with
+    them); otherwise a lean one (``_lean_forward``)."""
+    import torch
+
+    L = arch.n_layers
+    final = f"blocks.{L - 1}.hook_resid_post"
+    available = model.hook_dict  # a bridge rebuilds it on every access
+    kv_hooks = [_kv_hooks(arch, l, available) for l in range(L)]
+    names = set(hook_names(L)) | {name for h in kv_hooks if h for name in h}
+    names |= {name for pair in arch.rotary_hooks or () for name in pair}
+    with torch.no_grad():
+        if full_forward:
+            logits, acts = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+            last = logits[:, -1]
+        else:
+            acts, last = _lean_forward(model, tokens, names, final)
+        out = _prompt_acts(tokens, acts, last, L)
+        cos, sin = arch.rotary_tables(model, acts, tokens.shape[1]) if arch.rotary else ((None,) * L,) * 2
+        kv = [_layer_kv(arch, l, acts, h, cos[l], sin[l]) for l, h in enumerate(kv_hooks)]
+        k, v = torch.stack([k for k, _ in kv], dim=1), torch.stack([v for _, v in kv], dim=1)
+    for i, a in enumerate(out):
+        a.k, a.v = k[i].clone(), v[i].clone()
+        if arch.rotary:
             a.cos, a.sin = cos, sin
     return out
 
@@ -84,6 +169,7 @@ class _ModelEntry:
         self.arch: Arch | None = None
         self.unsupported: str | None = None
         self.prompts: dict[tuple[int, ...], PromptActs] = {}
+        self.checked_lengths: set[int] = set()  # prompt lengths whose self-check passed
 
 
 class ActivationCache:
@@ -135,16 +221,13 @@ class ActivationCache:
         for s in missing:
             by_len.setdefault(len(s), []).append(s)
         device = model.cfg.device
-        for seqs in by_len.values():
+        for n, seqs in by_len.items():
             for i in range(0, len(seqs), batch_size):
-                chunk = seqs[i:i + batch_size]
-                acts = run_base(model, torch.tensor(chunk, device=device), arch)
-                with torch.no_grad():
-                    for a in acts:
-                        kv = [arch.keys_values(l, a.resid[l], *a.rotary(l)) for l in range(arch.n_layers)]
-                        a.k = torch.stack([k for k, _ in kv])
-                        a.v = torch.stack([v for _, v in kv])
+                check = n not in entry.checked_lengths
+                acts = run_fast_base(model, torch.tensor(seqs[i:i + batch_size], device=device), arch, check)
+                if check:
                     _self_check(arch, acts)
+                    entry.checked_lengths.add(n)
                 for a in acts:
                     entry.prompts[a.tokens] = a
         out = {s: entry.prompts[s] for s in wanted}
