@@ -43,8 +43,6 @@ GPT2_INDUCTION = HeadDiscovery(
 SMOLLM2_NEGATION = SAEStudy("smollm2", "smollm2_sae", candidates_per_family=40)
 # Gemma-3-270M's negation bank, calibrated on its own tokenizer and baseline the same way (no SAE: see the module).
 GEMMA3_NEGATION = SAEStudy("gemma3", None, candidates_per_family=40)
-# Gemma-3-270M's negation bank, calibrated on its own tokenizer and baseline the same way (no SAE: see the module).
-GEMMA3_NEGATION = SAEStudy("gemma3", None, candidates_per_family=40)
 PYTHIA_SAE_RELEASE, PYTHIA_SAE_ID = "pythia-70m-deduped-res-sm", "blocks.2.hook_resid_post"
 PYTHIA_NEGATION = SAEStudy("pythia_70m_deduped", "pythia_selfground_sae", model_name="pythia-70m-deduped")
 

@@ -26,8 +26,11 @@ def final_contrasts(model, sequences: Sequence[Sequence[int]], targets: Sequence
                     batch_size: int = 32) -> list[float]:
     """logit[target] - logit[foil] at the last position of each token sequence (BOS included by the caller).
 
-    Sequences are batched by length, so no padding token ever enters a forward pass."""
+    Sequences are batched by length, so no padding token ever enters a forward pass; only the last position is
+    unembedded (``engine.cache.final_logit_rows``)."""
     import torch
+
+    from ..engine.cache import final_logit_rows
 
     if not (len(sequences) == len(targets) == len(foils)):
         raise ValueError("sequences, targets and foils must have the same length")
@@ -40,8 +43,7 @@ def final_contrasts(model, sequences: Sequence[Sequence[int]], targets: Sequence
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
             tokens = torch.tensor([list(sequences[i]) for i in chunk], device=device)
-            with torch.no_grad():
-                final = model(tokens)[:, -1, :]
+            final = final_logit_rows(model, tokens)
             rows = torch.arange(len(chunk), device=device)
             t = torch.tensor([targets[i] for i in chunk], device=device)
             f = torch.tensor([foils[i] for i in chunk], device=device)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ..evidence import EvidenceRow
@@ -67,8 +68,8 @@ HEAD_INTERVENTIONS = ("clean_to_corrupt", "zero", "mean", "resample")
 SAE_OPERATIONS = ("ablate", "amplify")
 PATHS = ("auto", "fast", "reference")
 
-__all__ = ["ACTIVATION_CACHE", "EngineError", "Evidence", "HEAD_INTERVENTIONS", "METRICS", "head_evidence",
-           "parse_head", "resid_evidence", "sae_evidence"]
+__all__ = ["ACTIVATION_CACHE", "EngineError", "Evidence", "HEAD_INTERVENTIONS", "HeadRequest", "METRICS",
+           "head_evidence", "head_evidence_many", "parse_head", "resid_evidence", "sae_evidence"]
 
 
 class Evidence(list):
@@ -106,6 +107,17 @@ def _check_common(model, tasks, positions, metric, path):
 
 
 # ------------------------------------------------------------------------------------------------ public API
+@dataclass(frozen=True)
+class HeadRequest:
+    """One set of head cells for ``head_evidence_many``: heads x positions x interventions, rows labelled
+    ``unit_set``."""
+
+    heads: tuple[str, ...]
+    interventions: tuple[str, ...] = ("clean_to_corrupt", "zero")
+    positions: tuple[str, ...] = ("final",)
+    unit_set: str = "target"
+
+
 def head_evidence(model, tasks: Iterable[Task], heads: Sequence[str],
                   interventions: Sequence[str] = ("clean_to_corrupt", "zero"), positions: Sequence[str] = ("final",),
                   unit_set: str = "target", drift_warning: float = 0.5, delta_ratio_warning: float = 0.5, *,
@@ -113,31 +125,56 @@ def head_evidence(model, tasks: Iterable[Task], heads: Sequence[str],
                   cache: ActivationCache = ACTIVATION_CACHE) -> Evidence:
     """One row per task x control suite x head x position x intervention (a task without controls gives one row
     per cell, without a control delta)."""
+    request = HeadRequest(tuple(heads), tuple(interventions), tuple(positions), unit_set)
+    return head_evidence_many(model, tasks, [request], drift_warning, delta_ratio_warning, metric=metric,
+                              resample_seed=resample_seed, path=path, cache=cache)[0]
+
+
+def head_evidence_many(model, tasks: Iterable[Task], requests: Sequence[HeadRequest], drift_warning: float = 0.5,
+                       delta_ratio_warning: float = 0.5, *, metric: str = DEFAULT_METRIC, resample_seed: int = 0,
+                       path: str = "auto", cache: ActivationCache = ACTIVATION_CACHE) -> list[Evidence]:
+    """``head_evidence`` for several requests over the same tasks, measured together: the union of their cells
+    runs in one executor call (one batched tail pass per prompt group, however many requests share it; a cell two
+    requests share is measured once). Each request's Evidence has exactly the rows, in the order, that
+    ``head_evidence`` gives it alone; ``meta["measured_with"]`` counts the cells measured in the same call."""
     tasks = list(tasks)
-    _check_common(model, tasks, positions, metric, path)
-    unknown = [op for op in interventions if op not in HEAD_INTERVENTIONS]
-    if unknown:
-        raise EngineError(f"unknown head interventions {unknown}; known: {list(HEAD_INTERVENTIONS)}")
-    if POSITION_ALL in positions and {"mean", "resample"} & set(interventions):
-        raise EngineError("mean and resample ablation take their source at one labelled position; "
-                          "position 'all' is only defined for clean_to_corrupt and zero")
-    parsed = [(u, *parse_head(u, model.cfg.n_layers, model.cfg.n_heads)) for u in heads]
+    if not requests:
+        raise EngineError("no head requests given")
+    for r in requests:
+        _check_common(model, tasks, r.positions, metric, path)
     sources = SourceSets(_source_pairs(tasks), resample_seed)
+    per_request, metas = [], []
+    for r in requests:
+        unknown = [op for op in r.interventions if op not in HEAD_INTERVENTIONS]
+        if unknown:
+            raise EngineError(f"unknown head interventions {unknown}; known: {list(HEAD_INTERVENTIONS)}")
+        if POSITION_ALL in r.positions and {"mean", "resample"} & set(r.interventions):
+            raise EngineError("mean and resample ablation take their source at one labelled position; "
+                              "position 'all' is only defined for clean_to_corrupt and zero")
+        per_request.append(_head_cells(model, r, sources, resample_seed))
+        metas.append({"mean_source": {label: {"source": "clean prompts of the tasks' own pairs",
+                                              "n": len(sources.mean_pool(label))} for label in r.positions}
+                      if "mean" in r.interventions else None,
+                      "resample_seed": resample_seed if "resample" in r.interventions else None})
+    union = list(dict.fromkeys(c for cells in per_request for c in cells))
+    measured = _measure_cells(model, tasks, union, metric, sources, path, cache)
+    return [_rows(model, tasks, cells, r.unit_set, metric, measured, drift_warning, delta_ratio_warning,
+                  {**meta, "measured_with": len(union)})
+            for r, cells, meta in zip(requests, per_request, metas)]
+
+
+def _head_cells(model, r: HeadRequest, sources: SourceSets, resample_seed: int) -> list[Cell]:
     cells = []
-    for unit, layer, head in parsed:
-        for label in positions:
-            for op in interventions:
+    for unit in r.heads:
+        layer, head = parse_head(unit, model.cfg.n_layers, model.cfg.n_heads)
+        for label in r.positions:
+            for op in r.interventions:
                 name = {"mean": f"mean[source=clean,n={len(sources.mean_pool(label))}]",
                         "resample": f"resample[seed={resample_seed}]"}.get(op, op)
                 cells.append(Cell(unit, name, "clean" if op == "clean_to_corrupt" else op, label, "single_head_z",
                                   "corrupt" if op == "clean_to_corrupt" else "clean", f"blocks.{layer}.attn.hook_z",
                                   layer, "z", head=head))
-    meta = {"mean_source": {label: {"source": "clean prompts of the tasks' own pairs",
-                                    "n": len(sources.mean_pool(label))} for label in positions}
-            if "mean" in interventions else None,
-            "resample_seed": resample_seed if "resample" in interventions else None}
-    return _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, delta_ratio_warning, path,
-                     cache, meta)
+    return cells
 
 
 def resid_evidence(model, tasks: Iterable[Task], layers: Sequence[int], positions: Sequence[str] = ("final",),
@@ -271,11 +308,24 @@ def _pair_strata(model, pair, cache: dict) -> tuple:
     return cache[pair]
 
 
-def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, delta_ratio_warning, path, cache,
-              meta) -> Evidence:
+def _measure_cells(model, tasks, cells, metric, sources, path, cache) -> dict:
+    """Everything rows are built from: the pairs (tasks' and their controls'), each (pair, cell)'s recipe, the
+    baselines and measurements, and which path ran."""
     pairs = list(dict.fromkeys([t.pair for t in tasks] + [c for t in tasks for _, c in t.controls]))
     recipes = {(p, c): recipe(p, c, sources) for p in pairs for c in cells}
     (baselines, measured), used = _measure(model, pairs, cells, recipes, metric, sources, path, cache)
+    return {"recipes": recipes, "baselines": baselines, "measured": measured, "path": used}
+
+
+def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, delta_ratio_warning, path, cache,
+              meta) -> Evidence:
+    measured = _measure_cells(model, tasks, cells, metric, sources, path, cache)
+    return _rows(model, tasks, cells, unit_set, metric, measured, drift_warning, delta_ratio_warning, meta)
+
+
+def _rows(model, tasks, cells, unit_set, metric, results: dict, drift_warning, delta_ratio_warning,
+          meta) -> Evidence:
+    recipes, baselines, measured = results["recipes"], results["baselines"], results["measured"]
     rows, tel, strata_cache = [], [], {}
     for task in tasks:
         pair = task.pair
@@ -319,6 +369,6 @@ def _evidence(model, tasks, cells, unit_set, metric, sources, drift_warning, del
                     delta_ratio_warning=bool(max(ratios) > delta_ratio_warning), **extra))
                 tel.append(row_tel)
     meta = {k: v for k, v in meta.items() if v is not None}
-    meta.update(path=used, metric=metric,
+    meta.update(path=results["path"], metric=metric,
                 thresholds={"norm_drift": drift_warning, "decoded_delta_ratio": delta_ratio_warning})
     return Evidence(rows, tel, meta)

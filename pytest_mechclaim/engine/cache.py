@@ -57,7 +57,7 @@ class PromptActs:
 
 
 class _FinalResidual(Exception):
-    """Raised by the hook that captures the last block's output: a lean base run needs nothing after it."""
+    """Raised by the hook that captures the last activation a forward is run for: nothing after it is needed."""
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -109,9 +109,9 @@ def _layer_kv(arch: Arch, l: int, acts, hooks, cos, sin):
     return arch.keys_values(l, resid, cos, sin)
 
 
-def _lean_forward(model, tokens, names: set, final: str):
-    """The captured ``names`` and the final logit rows of a forward that stops once ``final`` (the last block's
-    output) is captured; the last position alone is unembedded, by the model's own ``ln_final`` and ``unembed``."""
+def captured(model, tokens, names: set, stop_after: str) -> dict:
+    """The activations at the hooks ``names`` of a forward that stops once ``stop_after`` (one of them) is captured:
+    nothing after it is computed (later blocks, the unembedding of every position)."""
     available = model.hook_dict
     carried = defaultdict(list)  # hook point -> the names it fires for (a bridge's aliases share one point)
     for name in names:
@@ -121,16 +121,34 @@ def _lean_forward(model, tokens, names: set, final: str):
     def save(tensor, hook):
         for name in carried[id(hook)]:
             acts[name] = tensor
-        if final in acts:
+        if stop_after in acts:
             raise _FinalResidual
 
     try:  # one filter, not one hook per name: a bridge rebuilds its hook dict for every named hook it adds
         model.run_with_hooks(tokens, fwd_hooks=[(lambda name: name in names, save)])
     except _FinalResidual:  # run_with_hooks removes its hooks on the way out, this raise included
         pass
+    return acts
+
+
+def _lean_forward(model, tokens, names: set, final: str):
+    """The captured ``names`` and the final logit rows of a forward that stops once ``final`` (the last block's
+    output) is captured; the last position alone is unembedded, by the model's own ``ln_final`` and ``unembed``."""
+    acts = captured(model, tokens, names, final)
     x = acts[final][:, -1:]
     ln_final = getattr(model, "ln_final", None)
     return acts, model.unembed(x if ln_final is None else ln_final(x))[:, 0]
+
+
+def final_logit_rows(model, tokens):
+    """[batch, d_vocab] logits at the last position of equal-length ``tokens``: the forward stops after the last
+    block and the last position alone is unembedded (``_lean_forward``), instead of the whole vocabulary at every
+    position (the unembedding is most of a forward on a large-vocabulary model such as Gemma's 262k)."""
+    import torch
+
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    with torch.no_grad():
+        return _lean_forward(model, tokens, {final}, final)[1]
 
 
 def run_fast_base(model, tokens, arch: Arch, full_forward: bool) -> list[PromptActs]:

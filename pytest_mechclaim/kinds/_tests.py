@@ -10,6 +10,7 @@ from ..spec import STAGES
 from .frozen import frozen_store
 
 cache_key = pytest.StashKey[dict]()
+PLAN_ATTR = "mechclaim_plan"
 
 
 def session_cache(config) -> dict:
@@ -36,9 +37,10 @@ def load(request, source):
     return request.getfixturevalue(source) if isinstance(source, str) else source()
 
 
-def stage_test(stage: str, body: Callable, cases: tuple | None = None) -> Callable:
+def stage_test(stage: str, body: Callable, cases: tuple | None = None, plan: object = None) -> Callable:
     """``body(mechclaim, request)`` as the ``stage`` test of a generated class; with ``cases``, one test per case
-    (``body(mechclaim, request, case)``, ledger key ``stage[case]``)."""
+    (``body(mechclaim, request, case)``, ledger key ``stage[case]``). ``plan``: what the stage will measure, for the
+    session's evidence planner (``kinds.planner``), kept on the test function as ``PLAN_ATTR``."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
     if cases is None:
@@ -49,6 +51,8 @@ def stage_test(stage: str, body: Callable, cases: tuple | None = None) -> Callab
         def test(self, mechclaim, request, case):
             body(mechclaim, request, case)
     test.__name__ = test.__qualname__ = f"test_{stage}"
+    if plan is not None:
+        setattr(test, PLAN_ATTR, plan)
     return getattr(pytest.mark, stage)(test)
 
 

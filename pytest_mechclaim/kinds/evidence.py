@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from .. import gates
+from ..engine.cache import captured
 from ..gates import GateResult
 from ..status import Status
 
@@ -22,9 +23,11 @@ def induction_attention_scores(model, layers=None, n_sequences: int = 8, length:
     for _ in range(n_sequences):
         r = rng.sample(vocab, length)
         tokens.append([bos] + r + r)
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in (range(model.cfg.n_layers) if layers is None else layers)}
-    with torch.no_grad():
-        _, cache = model.run_with_cache(torch.tensor(tokens, device=model.cfg.device), names_filter=lambda n: n in names)
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    with torch.no_grad():  # stops at the last pattern read: no later block, no vocabulary at every position
+        cache = captured(model, torch.tensor(tokens, device=model.cfg.device), names,
+                         f"blocks.{max(layers)}.attn.hook_pattern")
     dest = torch.arange(length + 1, 2 * length + 1)
     source = dest - length + 1
     scores = {}
@@ -51,8 +54,7 @@ def attention_to_source(model, tasks, unit: str) -> dict[str, float]:
     out = {}
     for pairs in by_length.values():
         with torch.no_grad():
-            _, cache = model.run_with_cache(torch.tensor([p.clean for p in pairs], device=model.cfg.device),
-                                            names_filter=lambda n: n == name)
+            cache = captured(model, torch.tensor([p.clean for p in pairs], device=model.cfg.device), {name}, name)
         for i, pair in enumerate(pairs):
             out[pair.prompt_id] = float(cache[name][i, head, -1, pair.position("previous_occurrence") + 1])
     return out

@@ -19,6 +19,8 @@ every head claim (local-mi-lab's ladder, seed-systems §2.6):
 * every stage records the same interventions on comparison heads (``unit_set="random_comparison"``: every other
   head when there are few, else a seeded sample) so the policy's ``unit_controls`` can run, and adds
   ``positive_share``, ``frozen_role`` and the replication gates the ladder names. The policy runs what it requires.
+
+Claims of one discovery measure each stage's tasks together, when the first of them runs (``planner``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..banks.calibration import search_permission
-from ..engine import head_evidence
+from ..engine import HeadRequest, head_evidence
 from ..gates import GateResult
 from ..status import Status
 from . import _tests
 from .banks import GroundTruthBank, InductionBank  # noqa: F401  (re-exported: the banks a head claim names)
 from .mechanism import Mechanism
+from .planner import head_stage_evidence
 
 INTERVENTIONS = ("clean_to_corrupt", "zero")
 STAGE_INTERVENTIONS = {"replication": INTERVENTIONS, "heldout": INTERVENTIONS, "characterization": ("zero",)}
@@ -181,8 +184,23 @@ class HeadClaim:
                   "positions": list(self.positions), "requires": list(self.requires)}
         if self.mechanism is not None:
             marker["mechanism"] = self.mechanism.id
-        tests = [_tests.stage_test(stage, lambda m, r, s=stage: self.record(m, r, s)) for stage in self.stages]
+        tests = [_tests.stage_test(stage, lambda m, r, s=stage: self.record(m, r, s),
+                                   plan=None if stage == "calibration" else (self, stage)) for stage in self.stages]
         return _tests.claim_class(self.id, marker, tests, self.statement)
+
+    def scored(self, discovery: Discovery) -> bool:
+        """Whether ``record`` reaches scoring: the unit is frozen, and it is its mechanism's unit when it names one."""
+        return self.unit in discovery.frozen and (
+            self.mechanism is None or self.mechanism.check(self.discovery, discovery.candidates, self.unit).passed)
+
+    def evidence_requests(self, discovery: Discovery, stage: str) -> list[HeadRequest]:
+        """What a stage measures: the claim's head at the stage's positions, and the comparison heads at the
+        claim's own positions (``unit_set="random_comparison"``), under the stage's interventions."""
+        interventions = STAGE_INTERVENTIONS[stage]
+        positions = tuple(dict(self.discovery.positions).get(stage, self.positions))
+        comparison = comparison_heads(discovery.model, self.unit, self.discovery.layers)
+        return [HeadRequest((self.unit,), interventions, positions),
+                HeadRequest(tuple(comparison), interventions, tuple(self.positions), "random_comparison")]
 
     def record(self, mechclaim, request, stage: str) -> None:
         """One stage: check the frozen set, record target and comparison rows, add the kind's gates."""
@@ -208,17 +226,13 @@ class HeadClaim:
             return  # fail closed: a leaking held-out bank is never scored
         if role.caps_at == Status.BLOCKED:
             return
-        interventions = STAGE_INTERVENTIONS[stage]
-        positions = tuple(dict(decl.positions).get(stage, self.positions))
-        rows = mechclaim.record(head_evidence(discovery.model, tasks, [self.unit], interventions=interventions,
-                                              positions=positions))
-        mechclaim.record(head_evidence(discovery.model, tasks, comparison_heads(discovery.model, self.unit,
-                                                                                decl.layers),
-                                       interventions=interventions, positions=self.positions,
-                                       unit_set="random_comparison"))
+        target, comparison = head_stage_evidence(request, self, stage)
+        rows = mechclaim.record(target)
+        mechclaim.record(comparison)
         claimed = [r for r in rows if r.position in self.positions]
         mechclaim.gate.positive_share(claimed)
-        if len(interventions) > 1:
+        positions = tuple(dict(decl.positions).get(stage, self.positions))
+        if len(STAGE_INTERVENTIONS[stage]) > 1:
             mechclaim.gate.replication(claimed, axis="intervention", min_passing=2)
         if stage == "heldout" and set(positions) - set(self.positions):  # characterization's are context
             mechclaim.gate.replication(rows, axis="position", min_passing=2)
