@@ -1,7 +1,9 @@
 """Final-position clean -> corrupt patching of ``hook_z`` on SmolLM2 (30 layers x 9 heads), three ways in one run,
 at 27, 90 and 270 cells (every 10th, every 3rd and every head, layer-major order):
 
-* the mechclaim engine (``head_evidence``, fast path), cold: ``ACTIVATION_CACHE`` emptied before every call;
+* the mechclaim engine (``head_evidence``, fast path), cold: no prompt run cached (``clear_activations`` before
+  every call); what the engine learns once per model and prompt length in a session (the model's parts, probed;
+  the self-check against one full forward) is kept, and timed on its own as the session's first call;
 * the batched peer (``batched_peer.py``: plain torch on the model's own weights, none of the engine), cold by
   construction: every call runs its clean/corrupt forward again;
 * TransformerLens' helper ``generic_activation_patch`` (its clean ``run_with_cache``, then one full forward of the
@@ -136,8 +138,13 @@ class Sweeps:
     def engine(self, cells, cold: bool = True):
         """(numbers, median seconds); warm: the clean/corrupt runs stay in the cache (the warm-up call fills it)."""
         out, times = timed(lambda: engine_sweep(self.model, self.tasks, cells), self.reps,
-                           before=self.cache.clear if cold else None)
+                           before=self.cache.clear_activations if cold else None)
         return out, statistics.median(times)
+
+    def first_call(self, cells):
+        """Median seconds of a session's first call: the model's parts probed and the length self-checked too."""
+        _, times = timed(lambda: engine_sweep(self.model, self.tasks, cells), self.reps, before=self.cache.clear)
+        return statistics.median(times)
 
     def peer(self, cells):
         out, times = timed(lambda: peer(self.model, self.tasks, cells), self.reps)
@@ -154,7 +161,7 @@ class Sweeps:
     def flops(self, cells):
         """Counted FLOPs of one cold engine call and one peer call."""
         def cold_engine():
-            self.cache.clear()
+            self.cache.clear_activations()
             engine_sweep(self.model, self.tasks, cells)
 
         return counted_flops(cold_engine), counted_flops(lambda: peer(self.model, self.tasks, cells))
@@ -196,7 +203,7 @@ def main(argv=None) -> int:
     print(f"SmolLM2-135M ({cfg.n_layers} layers x {cfg.n_heads} heads), {args.prompts} prompts x {args.length} "
           f"tokens, final-position hook_z clean -> corrupt, {args.threads} threads, torch {torch.__version__}\n"
           f"timing: median of {args.reps} timed calls after one untimed warm-up, for every side and the matmul "
-          f"peak; engine cold (empty ACTIVATION_CACHE before each call), peer cold (its own base runs every call)\n"
+          f"peak; engine cold (no prompt run cached before each call), peer cold (its own base runs every call)\n"
           f"TL's helper: measured on {len(tl_cells)} cells of the {len(sizes[0])}-cell set; '~' = extrapolated")
     sweeps = Sweeps(model, induction_tasks(args.prompts, args.length), args.reps)
     tl_out, tl_clean, tl_per_cell = sweeps.tl(tl_cells)
@@ -233,6 +240,9 @@ def main(argv=None) -> int:
         print(f"{n_tokens} tokens: TL {per_cell:.4f} s/cell, engine cold {lengths[-1]['cold']:.4f} s/cell, "
               f"warm {lengths[-1]['warm']:.4f} s/cell", flush=True)
 
+    first = sweeps.first_call(sizes[0])
+    print(f"a session's first call, {len(sizes[0])} cells (parts probed, length self-checked): {first:.3f} s "
+          f"(cold: {rows[0]['t_engine']:.3f} s)", flush=True)
     print_tables(rows, lengths, args)
     print(f"\nmax |difference| of the per-prompt numbers over everything compared: {worst:.2e} "
           f"({'within' if worst <= AGREEMENT else 'OUTSIDE'} {AGREEMENT})")

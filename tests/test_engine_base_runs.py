@@ -63,12 +63,22 @@ def test_the_self_check_runs_once_per_model_and_prompt_length(monkeypatch):
     model, cache = _tiny_model(), ActivationCache()
     checked = []
     self_check = cache_module._self_check
-    monkeypatch.setattr(cache_module, "_self_check", lambda arch, acts: checked.append(len(acts[0].tokens))
-                        or self_check(arch, acts))
-    cache.get(model, _tokens(model, n=9, batch=5).tolist(), batch_size=2)  # three batches of one length
+    monkeypatch.setattr(cache_module, "_self_check", lambda arch, acts: checked.append(
+        (len(acts), len(acts[0].tokens))) or self_check(arch, acts))
+    full = []
+    run = cache_module.run_fast_base
+    monkeypatch.setattr(cache_module, "run_fast_base", lambda model, tokens, arch, full_forward: full.append(
+        (tokens.shape[0], full_forward)) or run(model, tokens, arch, full_forward))
+    cache.get(model, _tokens(model, n=9, batch=5).tolist(), batch_size=2)
+    # one prompt's full forward carries the check; the other four run lean, two at a time
+    assert full == [(1, True), (2, False), (2, False)]
     cache.get(model, _tokens(model, n=9, batch=4, seed=1).tolist() + _tokens(model, n=7, batch=2).tolist())
-    assert checked == [9, 7]
+    assert checked == [(1, 9), (1, 7)]
     with torch.no_grad():
         model.blocks[0].attn.W_O.mul_(0.5)  # new weights: a new entry, checked again
     cache.get(model, _tokens(model, n=9, batch=2, seed=2).tolist())
-    assert checked == [9, 7, 9]
+    assert checked == [(1, 9), (1, 7), (1, 9)]
+    cache.clear_activations()  # runs again, lean, without a second check
+    full[:] = []
+    cache.get(model, _tokens(model, n=9, batch=2, seed=2).tolist())
+    assert checked == [(1, 9), (1, 7), (1, 9)] and full == [(2, False)] and cache.misses == 15

@@ -10,8 +10,10 @@ The fast path's base runs are lean: the forward stops once the last block's outp
 is read), only the final position is unembedded, by the model's own ``ln_final`` and ``unembed`` (the full
 forward's row up to the matmul's summation order), and keys and values are taken from the forward's own hooks
 where they come in the tail's layout (recomputed from the residual otherwise). Once per model and prompt length,
-the base run is instead a full normal forward, and the tail recompute of the unpatched final position from the
-embeddings up, using the cached keys and values, must reproduce that forward's logits (``SELF_CHECK_ATOL``). A
+one prompt's base run is instead a full normal forward, and the tail recompute of its unpatched final position from
+the embeddings up, using the cached keys and values, must reproduce that forward's logits (``SELF_CHECK_ATOL``):
+what is checked is the tail's math at that length (masks, sliding windows, rotary tables, final norm, readout),
+which one prompt carries, without unembedding the whole vocabulary at every position of a whole batch. A
 model the tail math does not reproduce raises ``FastPathMismatch`` and the engine falls back to its reference
 path, whose runs (``run_base``) stay plain full forwards.
 """
@@ -200,6 +202,12 @@ class ActivationCache:
     def clear(self) -> None:
         self._models.clear()
 
+    def clear_activations(self) -> None:
+        """Drop every cached prompt run, keeping what is known about each model (its parts, the prompt lengths
+        whose self-check passed): a benchmark's cold call, or memory back, without probing a model again."""
+        for entry in self._models.values():
+            entry.prompts.clear()
+
     @staticmethod
     def _fingerprint(model):
         return tuple((id(p), p._version) for p in model.parameters())
@@ -240,13 +248,13 @@ class ActivationCache:
             by_len.setdefault(len(s), []).append(s)
         device = model.cfg.device
         for n, seqs in by_len.items():
+            if n not in entry.checked_lengths:
+                acts = run_fast_base(model, torch.tensor(seqs[:1], device=device), arch, full_forward=True)
+                _self_check(arch, acts)
+                entry.checked_lengths.add(n)
+                entry.prompts[acts[0].tokens], seqs = acts[0], seqs[1:]
             for i in range(0, len(seqs), batch_size):
-                check = n not in entry.checked_lengths
-                acts = run_fast_base(model, torch.tensor(seqs[i:i + batch_size], device=device), arch, check)
-                if check:
-                    _self_check(arch, acts)
-                    entry.checked_lengths.add(n)
-                for a in acts:
+                for a in run_fast_base(model, torch.tensor(seqs[i:i + batch_size], device=device), arch, False):
                     entry.prompts[a.tokens] = a
         out = {s: entry.prompts[s] for s in wanted}
         self._evict(entry, keep=set(wanted))
