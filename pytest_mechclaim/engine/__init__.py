@@ -99,11 +99,15 @@ def _check_common(model, tasks, positions, metric, path):
     if problems:  # before any forward pass: a wrapped negative id or an over-long prompt would run silently/crash
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise EngineError("engine input cannot be run:\n  " + "\n  ".join(shown))
-    if not positions or any(not isinstance(p, str) or not p for p in positions):
-        raise EngineError(f"positions must be non-empty labels, got {positions!r}")
+    _check_positions(positions)
     check_metric(metric)
     if path not in PATHS:
         raise EngineError(f"path must be one of {PATHS}, got {path!r}")
+
+
+def _check_positions(positions):
+    if not positions or any(not isinstance(p, str) or not p for p in positions):
+        raise EngineError(f"positions must be non-empty labels, got {positions!r}")
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -140,8 +144,9 @@ def head_evidence_many(model, tasks: Iterable[Task], requests: Sequence[HeadRequ
     tasks = list(tasks)
     if not requests:
         raise EngineError("no head requests given")
-    for r in requests:
-        _check_common(model, tasks, r.positions, metric, path)
+    _check_common(model, tasks, requests[0].positions, metric, path)
+    for r in requests[1:]:
+        _check_positions(r.positions)
     sources = SourceSets(_source_pairs(tasks), resample_seed)
     per_request, metas = [], []
     for r in requests:
