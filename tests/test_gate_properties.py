@@ -7,7 +7,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pytest_mechclaim import gates
@@ -94,6 +94,8 @@ def test_loosening_a_threshold_below_its_floor_raises(gate, argument, below, spe
 
 @settings(deadline=None)
 @given(st.lists(cell, min_size=1, max_size=40))
+# Subnormal target deltas: per-row ratios of 1e308 once overflowed collateral_ratio's mean (a raw OverflowError).
+@example([(0, 0, 0, 0.0, 0.0)] * 3 + [(0, 0, 0, 2.2250738585072014e-308, 2.0)] * 2)
 def test_wrong_sign_rows_never_pass_a_signed_or_directed_gate(cells):
     # Rows patch the corrupt run, so "carries" predicts an increase: make every target movement <= 0.
     rows = _rows(cells, lambda t, c: (-abs(t), c))

@@ -192,7 +192,9 @@ def collateral_ratio(rows: Sequence[EvidenceRow], max: float = 1.0, strong_max: 
         return blocked
     target = fmean(directed_effect(r, direction) for r in paired)
     control = fmean(abs(r.control_delta) for r in paired)
-    row_ratios = [abs(r.control_delta) / abs(r.target_delta) for r in paired if r.target_delta != 0]
+    # A row whose target does not move (|delta| <= MIN_ABS_DELTA, the gate's own floor) has no ratio: dividing by a
+    # near-zero delta gives numbers of 1e308 whose sum overflows.
+    row_ratios = [abs(r.control_delta) / abs(r.target_delta) for r in paired if abs(r.target_delta) > MIN_ABS_DELTA]
     details = dict(acc, target_directed_mean=target, control_abs_delta_mean=control,
                    target_abs_delta_mean=fmean(abs(r.target_delta) for r in paired),
                    mean_of_row_ratios=fmean(row_ratios) if row_ratios else None,
