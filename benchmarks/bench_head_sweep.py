@@ -10,6 +10,10 @@ at 27, 90 and 270 cells (every 10th, every 3rd and every head, layer-major order
   corrupt batch per cell), on the first --tl-cells cells of the smallest set only, since it is slow: at larger
   sizes its time is extrapolated (clean run + cells x its measured time per cell) and marked ``~``.
 
+For scale it also times the model's own forward over the sweep's clean and corrupt prompts (HF's base model: no
+hooks, no unembedding): work every cold sweep does, whatever the method, so its share of the peak is what a cold
+sweep's base runs can reach.
+
 Every number compared is the per-prompt target - foil logit at the final position; all three must agree to 1e-4.
 
 Timing, the same for every side and the matmul peak: ``common.timed``, one untimed warm-up call, then --reps timed
@@ -100,6 +104,15 @@ def peer(model, tasks, cells):
     return peer_sweep(model, *tensors(tasks), cells)[0]
 
 
+def model_forward(model, tasks):
+    """The model's own forward over the clean and corrupt prompts, as HF runs it (no hooks, no unembedding)."""
+    import torch
+
+    clean, corrupt, _, _ = tensors(tasks)
+    with torch.no_grad():
+        model.original_model.base_model(torch.cat((clean, corrupt)))
+
+
 def tl_sweep(model, tasks, cells, split: list | None = None):
     """[cells, prompts] from TL's generic_activation_patch restricted to the final position (its metric must be a
     scalar: the per-prompt values are kept on the side). ``split`` gets (clean run s, patching s) appended."""
@@ -157,6 +170,11 @@ class Sweeps:
         timed_calls = split[1:]  # the first is the warm-up
         return (out, statistics.median(c for c, _ in timed_calls),
                 statistics.median(p for _, p in timed_calls) / len(cells))
+
+    def model_forward(self):
+        """(median seconds, counted FLOPs) of the model's own forward over the base prompts."""
+        _, times = timed(lambda: model_forward(self.model, self.tasks), self.reps)
+        return statistics.median(times), counted_flops(lambda: model_forward(self.model, self.tasks))
 
     def flops(self, cells):
         """Counted FLOPs of one cold engine call and one peer call."""
@@ -240,6 +258,12 @@ def main(argv=None) -> int:
         print(f"{n_tokens} tokens: TL {per_cell:.4f} s/cell, engine cold {lengths[-1]['cold']:.4f} s/cell, "
               f"warm {lengths[-1]['warm']:.4f} s/cell", flush=True)
 
+    peak = matmul_peak_flops(args.reps)
+    t_forward, f_forward = sweeps.model_forward()
+    print(f"the model's own forward over the {2 * args.prompts} base prompts (HF, no hooks, no unembedding): "
+          f"{t_forward:.3f} s, {f_forward / 1e9:.2f} GFLOP, {100 * f_forward / t_forward / peak:.0f}% of a matmul "
+          f"peak of {peak / 1e9:.1f} GFLOP/s; it is {100 * f_forward / rows[0]['f_engine']:.0f}% of a cold "
+          f"{rows[0]['cells']}-cell sweep's FLOPs", flush=True)
     first = sweeps.first_call(sizes[0])
     print(f"a session's first call, {len(sizes[0])} cells (parts probed, length self-checked): {first:.3f} s "
           f"(cold: {rows[0]['t_engine']:.3f} s)", flush=True)

@@ -21,16 +21,73 @@ supported is still checked against the model's own forward (see ``cache.py``).
 
 from __future__ import annotations
 
-from .parts import FastPathUnsupported, Layer, Norm, mlp_post, read_layer, read_norm, rotary_hooks, \
-    unsupported_reason, zeros_if_none
+from dataclasses import dataclass, replace
+
+from .parts import FastPathUnsupported, Layer, Norm, read_layer, read_norm, rotary_hooks, unsupported_reason, \
+    zeros_if_none
 
 __all__ = ["Arch", "FastPathUnsupported", "unsupported_reason"]
 
 
 def _add_output(resid, out, bias, post_norm: Norm):
-    """resid + the sublayer's output, through its post norm if it has one (without one, summed in the order TL
-    does, so models without sandwich norms get bit-identical numbers)."""
-    return resid + out + bias if post_norm.kind is None else resid + post_norm(out + bias)
+    """resid + the sublayer's output and bias (None when zero), through its post norm if it has one (without one,
+    summed in the order TL does, so models without sandwich norms get bit-identical numbers)."""
+    if bias is not None:
+        if post_norm.kind is None:
+            return resid + out + bias
+        out = out + bias
+    return resid + (out if post_norm.kind is None else post_norm(out))
+
+
+def _nonzero(bias):
+    """The bias, or None when it is all zeros (Llama-style models have none: adding zeros is a wasted pass)."""
+    import torch
+
+    return None if bias is None or not torch.count_nonzero(bias) else bias
+
+
+@dataclass(frozen=True)
+class Dense:
+    """One layer's weights laid out as matrices, so each projection is one matmul over ``[rows, d_model]``:
+    queries, keys and values side by side (``[d_model, (H + 2G) d_head]``), the output ``[H d_head, d_model]``, a
+    gated MLP's gate and input side by side (``[d_model, 2 d_mlp]``); zero biases are None."""
+
+    W_qkv: object
+    b_qkv: object
+    W_O: object
+    b_O: object
+    W_mlp_in: object  # [d_model, 2 d_mlp] (gate, then input) or [d_model, d_mlp]
+    b_in: object
+    W_out: object
+    b_out: object
+    gated: bool
+
+    @classmethod
+    def of(cls, layer: Layer) -> "Dense":
+        import torch
+
+        def columns(W):  # [heads, d_model, d_head] -> [d_model, heads d_head]
+            return W.permute(1, 0, 2).flatten(1)
+
+        W_qkv = torch.cat([columns(W) for W in (layer.W_Q, layer.W_K, layer.W_V)], 1).contiguous()
+        b_qkv = _nonzero(torch.cat([b.flatten() for b in (layer.b_Q, layer.b_K, layer.b_V)]))
+        W_O = layer.W_O.flatten(0, 1).contiguous()
+        mlp = layer.mlp or (None,) * 5
+        W_in, b_in, W_gate, W_out, b_out = mlp
+        gated = W_gate is not None
+        W_mlp_in = torch.cat((W_gate, W_in), 1).contiguous() if gated else W_in
+        return cls(W_qkv, b_qkv, W_O, _nonzero(layer.b_O), W_mlp_in, _nonzero(b_in), W_out, _nonzero(b_out), gated)
+
+    def views_of(self, layer: Layer) -> Layer:
+        """``layer`` with its projection weights as views of these matrices: the layer's weights are held once."""
+        H, G = layer.W_Q.shape[0], layer.W_K.shape[0]
+        heads = self.W_qkv.unflatten(1, (H + 2 * G, -1)).permute(1, 0, 2)
+        W_Q, W_K, W_V = heads.split((H, G, G))
+        mlp = layer.mlp
+        if mlp is not None and self.gated:
+            W_gate, W_in = self.W_mlp_in.chunk(2, 1)
+            mlp = (W_in, mlp[1], W_gate, *mlp[3:])
+        return replace(layer, W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=self.W_O.unflatten(0, (H, -1)), mlp=mlp)
 
 
 class Arch:
@@ -49,7 +106,9 @@ class Arch:
         self.adjacent_pairs = bool(getattr(cfg, "rotary_adjacent_pairs", False))
         self.act = None if cfg.attn_only else SUPPORTED_ACTIVATIONS[cfg.act_fn]
         like = model.W_U
-        self.layers: list[Layer] = [read_layer(model, l, self.act, like) for l in range(self.n_layers)]
+        layers = [read_layer(model, l, self.act, like) for l in range(self.n_layers)]
+        self.dense: list[Dense] = [Dense.of(layer) for layer in layers]
+        self.layers: list[Layer] = [dense.views_of(layer) for dense, layer in zip(self.dense, layers)]
         self.ln_final = read_norm(getattr(model, "ln_final", None), "ln_final", cfg.d_model, like, cfg.eps)
         self.W_U = model.W_U.detach()
         self.b_U = zeros_if_none(getattr(model, "b_U", None), self.W_U.shape[-1:], self.W_U)
@@ -87,27 +146,31 @@ class Arch:
         c, s = cos[:, None, :], sin[:, None, :]
         return torch.cat((x_rot * c + flipped * s, x_pass), dim=-1)
 
+    def _qkv(self, l: int, xn, parts: slice):
+        """Columns ``parts`` of layer l's fused projection of the normed residual."""
+        dense = self.dense[l]
+        out = xn @ dense.W_qkv[:, parts]
+        return out if dense.b_qkv is None else out + dense.b_qkv[parts]
+
     def keys_values(self, l: int, resid, cos, sin):
         """Rotated keys and values [..., P, kv_head, d] of layer l from its residual input [..., P, d_model]."""
-        import torch
-
         layer = self.layers[l]
-        xn = layer.ln1(resid)
-        k = layer.k_norm(torch.einsum("...pm,kmd->...pkd", xn, layer.W_K) + layer.b_K)
-        v = torch.einsum("...pm,kmd->...pkd", xn, layer.W_V) + layer.b_V
-        return self.rotate(k, cos, sin), v
+        n_q, (G, D) = self.n_heads * self.d_head, layer.W_K.shape[::2]
+        k, v = self._qkv(l, layer.ln1(resid), slice(n_q, None)).unflatten(-1, (2 * G, D)).split(G, -2)
+        return self.rotate(layer.k_norm(k), cos, sin), v
 
     def attention_z(self, l: int, resid, past_k, past_v, cos, sin):
         """z [N, C, P, head, d] of the block positions; resid [N, C, P, d_model], past [N, S, kv_head, d]."""
         import torch
 
         layer = self.layers[l]
-        xn = layer.ln1(resid)
-        q = self.rotate(layer.q_norm(torch.einsum("ncpm,hmd->ncphd", xn, layer.W_Q) + layer.b_Q), cos, sin)
-        k, v = self.keys_values(l, resid, cos, sin)
-        N, C, P, H, D = q.shape
-        n_kv = k.shape[-2]
-        q = q.view(N, C, P, n_kv, H // n_kv, D)
+        H, D = self.n_heads, self.d_head
+        n_kv = layer.W_K.shape[0]
+        q, k, v = self._qkv(l, layer.ln1(resid), slice(None)).unflatten(-1, (H + 2 * n_kv, D)).split(
+            (H, n_kv, n_kv), -2)
+        q, k = self.rotate(layer.q_norm(q), cos, sin), self.rotate(layer.k_norm(k), cos, sin)
+        N, C, P = q.shape[:3]
+        q = q.reshape(N, C, P, n_kv, H // n_kv, D)
         scores = torch.einsum("ncpkgd,ncqkd->nckgpq", q, k) / layer.attn_scale
         S = past_k.shape[1]
         if S:
@@ -133,14 +196,18 @@ class Arch:
 
     def finish_block(self, l: int, resid, z):
         """resid_post of layer l from its resid_pre and its (possibly patched) z."""
-        import torch
-
-        layer = self.layers[l]
-        mid = _add_output(resid, torch.einsum("...hd,hdm->...m", z, layer.W_O), layer.b_O, layer.ln1_post)
+        layer, dense = self.layers[l], self.dense[l]
+        mid = _add_output(resid, z.flatten(-2) @ dense.W_O, dense.b_O, layer.ln1_post)
         if layer.mlp is None:
             return mid
-        W_out, b_out = layer.mlp[3:]
-        return _add_output(mid, mlp_post(layer.mlp, self.act, layer.ln2(mid)) @ W_out, b_out, layer.ln2_post)
+        h = layer.ln2(mid) @ dense.W_mlp_in
+        if dense.gated:
+            gate, h = h.chunk(2, -1)
+            h = self.act(gate) * h
+        if dense.b_in is not None:  # TL's gated MLP adds b_in after the gate product
+            h = h + dense.b_in
+        h = h if dense.gated else self.act(h)
+        return _add_output(mid, h @ dense.W_out, dense.b_out, layer.ln2_post)
 
     def block(self, l: int, resid, past_k, past_v, cos, sin):
         return self.finish_block(l, resid, self.attention_z(l, resid, past_k, past_v, cos, sin))

@@ -31,7 +31,8 @@ def _sae_features(cell: Cell, x, cache: dict):
 
 
 def _measured(metric, pair, readout, tel, i, c) -> Measured:
-    norm, pnorm, drift, ratio = (float(t[i, c]) for t in tel)
+    """``tel``: the four telemetry quantities as nested lists [prompt][variant]."""
+    norm, pnorm, drift, ratio = (float(t[i][c]) for t in tel)
     return Measured(M.value(metric, pair, readout), norm, pnorm, drift, ratio)
 
 
@@ -90,6 +91,7 @@ def _fast_chunk(arch, group: TailGroup, ps, cells, rel, recipes, acts, metric, m
         else:
             entries.append(("resid", cell.resid_index, lambda x, v=values: (v, v - x)))
     normed, tel = group.run(entries, rel)
+    tel = [t.tolist() for t in tel]  # one conversion, not a tensor index per number
     reads = readouts(arch, normed, ps, metric)
     for i, p in enumerate(ps):
         for c, cell in enumerate(cells):
@@ -164,6 +166,5 @@ def measure_reference(model, pairs, cells: list[Cell], recipes: dict, metric: st
                 logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             for i, p in enumerate(ps):
                 readout = M.readout_from_row(logits[i, -1], p, full)
-                t = tuple(torch.tensor([[float(x)]]) for x in tel[i])
-                measured[(p, cell)] = _measured(metric, p, readout, t, 0, 0)
+                measured[(p, cell)] = _measured(metric, p, readout, [[[float(x)]] for x in tel[i]], 0, 0)
     return baselines, measured

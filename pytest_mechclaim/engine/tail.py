@@ -2,12 +2,13 @@
 position onward, against the cached clean/corrupt runs.
 
 For a group of prompts of equal length whose patch starts at the same position p0, variants live in a tensor
-``[prompts, variants, n - p0, d_model]``. A variant joins the stack at the residual index where its patch lands
-(a ``hook_z`` patch at layer L joins as layer L's patched output; a residual/SAE patch at the input of block r joins
-there), so every later block runs once over all variants that have joined. Positions before p0 are never
-recomputed: their keys and values come from the cache and are shared by all variants of a prompt. At the end only
-the final position is normed and unembedded, and only the columns the metric reads (or the whole vocabulary row for
-probability/rank metrics).
+``[prompts, variants, n - p0, d_model]``. A variant joins the stack where its patch lands: a ``hook_z`` patch at
+layer L after block L's attention (its patched z and the clean residual go through that block's output projection
+and MLP in the same matmuls as the variants already stacked), a residual/SAE patch at the input of block r there; so
+every block runs once over all variants that have joined. Positions before p0 are never recomputed: their keys
+and values come from the cache and are shared by all variants of a prompt. At the end only the final position is
+normed and unembedded, and only the columns the metric reads (or the whole vocabulary row for probability/rank
+metrics).
 """
 
 from __future__ import annotations
@@ -126,19 +127,11 @@ class TailGroup:
         import torch
 
         arch, L = self.arch, self.arch.n_layers
-        joins = defaultdict(list)  # resid index -> [(variant ids, patched [N, c, P, d], telemetry)]
-        z_by_layer = defaultdict(list)
+        z_joins = defaultdict(list)  # layer -> [(variant id, head, values)]: they join at that block's output
         for i, e in enumerate(entries):
             if e[0] == "z":
-                z_by_layer[e[1]].append((i, e[2], e[3]))
-        for layer, items in z_by_layer.items():
-            z = self.base_z(layer)[:, None].repeat(1, len(items), 1, 1, 1)
-            for c, (_, head, values) in enumerate(items):
-                z[:, c, rel, head] = values
-            post = arch.finish_block(layer, self.resid[:, layer][:, None], z)
-            base_post = self.resid[:, layer + 1][:, None, rel]
-            joins[layer + 1].append(([i for i, _, _ in items], post,
-                                     telemetry(base_post, post[:, :, rel], post[:, :, rel] - base_post)))
+                z_joins[e[1]].append((i, e[2], e[3]))
+        resid_joins = defaultdict(list)  # resid index -> [(variant id, patched [N, 1, P, d], telemetry)]
         at_rel = {}  # one tensor per residual index, so edits can share work on it (SAE encodes)
         for i, e in enumerate(entries):
             if e[0] == "resid":
@@ -149,16 +142,29 @@ class TailGroup:
                 x = x_base.clone()
                 x[:, rel] = patched
                 tel = telemetry(at_rel[e[1]], patched, delta)
-                joins[e[1]].append(([i], x[:, None], tuple(t[:, None] for t in tel)))
+                resid_joins[e[1]].append((i, x[:, None], tuple(t[:, None] for t in tel)))
         x, ids, tels = None, [], []
-        for r in range(min(joins), L + 1):
-            for vids, xr, tr in joins.get(r, ()):
+        for r in range(min([*z_joins, *resid_joins]), L + 1):
+            for vid, xr, tr in resid_joins.get(r, ()):
                 x = xr if x is None else torch.cat((x, xr), 1)
-                ids += vids
+                ids.append(vid)
                 tels.append(tr)
-            if r < L:
-                pk, pv = self.past(r)
-                x = arch.block(r, x, pk, pv, *self.base[0].rotary(r, self.p0))
+            if r == L:
+                break
+            z = None if x is None else arch.attention_z(r, x, *self.past(r), *self.base[0].rotary(r, self.p0))
+            if r in z_joins:  # layer r's own patched variants finish the block in the same matmuls
+                items = z_joins[r]
+                z_new = self.base_z(r)[:, None].repeat(1, len(items), 1, 1, 1)
+                for c, (_, head, values) in enumerate(items):
+                    z_new[:, c, rel, head] = values
+                x_new = self.resid[:, r][:, None].expand(-1, len(items), -1, -1)
+                z = z_new if z is None else torch.cat((z, z_new), 1)
+                x = x_new if x is None else torch.cat((x, x_new), 1)
+            x = arch.finish_block(r, x, z)
+            if r in z_joins:
+                post, base_post = x[:, -len(items):, rel], self.resid[:, r + 1][:, None, rel]
+                tels.append(telemetry(base_post, post, post - base_post))
+                ids += [i for i, _, _ in items]
         back = torch.tensor([ids.index(i) for i in range(len(entries))], device=x.device)
         normed = arch.final_normed(x[:, back, -1])
         return normed, tuple(torch.cat(t, 1)[:, back] for t in zip(*tels))
