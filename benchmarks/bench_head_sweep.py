@@ -19,7 +19,8 @@ Every number compared is the per-prompt target - foil logit at the final positio
 Timing, the same for every side and the matmul peak: ``common.timed``, one untimed warm-up call, then --reps timed
 calls, reported as the median. FLOPs are counted by torch's FlopCounterMode (matmul-like ops, 2 per multiply-add;
 elementwise ops and CPU fused-attention kernels are not counted) on one more cold call of each side. Achieved
-FLOP/s = counted FLOPs / median time, against a 1024^3 float32 matmul's FLOP/s measured just before each size.
+FLOP/s = counted FLOPs / median time, against the matmul peak (``common.matmul_peak_flops``: 16 float32 1024^3
+matmuls per timed call) measured just before each size.
 
 Analytic minimum, same convention, for exact patching of a cell set C on N prompts of n tokens (L layers, d_model
 d, H query and G key/value heads of width d_h, MLP width m):

@@ -40,13 +40,21 @@ def timed(fn, repeats: int, before=None):
     return result, times
 
 
-def matmul_peak_flops(repeats: int = 5, n: int = 1024) -> float:
-    """float32 FLOP/s of an n x n matmul on this machine, right now: 2 n^3 / the median of ``timed`` calls."""
+def matmul_peak_flops(repeats: int = 5, n: int = 1024, per_call: int = 16) -> float:
+    """float32 FLOP/s of n x n matmuls on this machine, right now: 2 n^3 per_call / the median of ``timed`` calls.
+
+    Each timed call runs ``per_call`` matmuls (about a fifth of a second on a 2-core CPU), so one call spans time
+    comparable to the sweeps it is set against and one scheduler pause cannot set the peak."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    _, times = timed(lambda: a @ b, repeats)
-    return 2 * n ** 3 / statistics.median(times)
+
+    def matmuls():
+        for _ in range(per_call):
+            a @ b
+
+    _, times = timed(matmuls, repeats)
+    return 2 * n ** 3 * per_call / statistics.median(times)
 
 
 def counted_flops(fn) -> int:
