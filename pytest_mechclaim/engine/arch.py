@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .parts import FastPathUnsupported, Layer, Norm, read_layer, read_norm, rotary_hooks, unsupported_reason, \
-    zeros_if_none
+from .parts import FastPathUnsupported, Layer, Norm, gate_and_input, mlp_hidden, read_layer, read_norm, \
+    rotary_hooks, unsupported_reason, zeros_if_none
 
 __all__ = ["Arch", "FastPathUnsupported", "unsupported_reason"]
 
@@ -75,8 +75,8 @@ class Dense:
         mlp = layer.mlp or (None,) * 5
         W_in, b_in, W_gate, W_out, b_out = mlp
         gated = W_gate is not None
-        W_mlp_in = torch.cat((W_gate, W_in), 1).contiguous() if gated else W_in
-        return cls(W_qkv, b_qkv, W_O, _nonzero(layer.b_O), W_mlp_in, _nonzero(b_in), W_out, _nonzero(b_out), gated)
+        return cls(W_qkv, b_qkv, W_O, _nonzero(layer.b_O), gate_and_input(W_in, W_gate), _nonzero(b_in), W_out,
+                   _nonzero(b_out), gated)
 
     def views_of(self, layer: Layer) -> Layer:
         """``layer`` with its projection weights as views of these matrices: the layer's weights are held once."""
@@ -200,13 +200,7 @@ class Arch:
         mid = _add_output(resid, z.flatten(-2) @ dense.W_O, dense.b_O, layer.ln1_post)
         if layer.mlp is None:
             return mid
-        h = layer.ln2(mid) @ dense.W_mlp_in
-        if dense.gated:
-            gate, h = h.chunk(2, -1)
-            h = self.act(gate) * h
-        if dense.b_in is not None:  # TL's gated MLP adds b_in after the gate product
-            h = h + dense.b_in
-        h = h if dense.gated else self.act(h)
+        h = mlp_hidden(dense.W_mlp_in, dense.b_in, dense.gated, self.act, layer.ln2(mid))
         return _add_output(mid, h @ dense.W_out, dense.b_out, layer.ln2_post)
 
     def block(self, l: int, resid, past_k, past_v, cos, sin):

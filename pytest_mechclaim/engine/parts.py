@@ -137,10 +137,22 @@ def read_norm(module, where: str, d: int, like, eps: float) -> Norm:
     raise FastPathUnsupported(f"{where} ({type(module).__name__}) is a norm the fast path does not reproduce")
 
 
-def mlp_post(mlp, act, x):
-    """The MLP's hidden activations (TL's gated MLP adds b_in after the gate product)."""
-    W_in, b_in, W_gate, _, _ = mlp
-    return act(x @ W_in + b_in) if W_gate is None else act(x @ W_gate) * (x @ W_in) + b_in
+def gate_and_input(W_in, W_gate):
+    """A gated MLP's gate and input matrices side by side, [d_model, 2 d_mlp] (one matmul); W_in if not gated."""
+    import torch
+
+    return W_in if W_gate is None else torch.cat((W_gate, W_in), 1).contiguous()
+
+
+def mlp_hidden(W_mlp_in, b_in, gated: bool, act, x):
+    """The MLP's hidden activations from ``gate_and_input``'s matrix; ``b_in`` may be None (zero). TL's gated MLP
+    adds b_in after the gate product. The probe check below and the tail both compute the MLP with this."""
+    h = x @ W_mlp_in
+    if not gated:
+        return act(h if b_in is None else h + b_in)
+    gate, h = h.chunk(2, -1)
+    h = act(gate) * h
+    return h if b_in is None else h + b_in
 
 
 def read_mlp(block, where: str, act, like) -> tuple:
@@ -153,7 +165,8 @@ def read_mlp(block, where: str, act, like) -> tuple:
     mlp = (W_in, zeros_if_none(getattr(m, "b_in", None), W_in.shape[-1:], W_in), W_gate, W_out,
            zeros_if_none(getattr(m, "b_out", None), W_out.shape[-1:], W_out))
     x = _probe(W_in.shape[0], like)
-    if not _matches(mlp_post(mlp, act, x) @ W_out + mlp[4], _run(m, x, where)):
+    if not _matches(mlp_hidden(gate_and_input(W_in, W_gate), mlp[1], W_gate is not None, act, x) @ W_out + mlp[4],
+                    _run(m, x, where)):
         raise FastPathUnsupported(f"{where} ({type(m).__name__}) is an MLP the fast path does not reproduce "
                                   f"({'gated' if W_gate is not None else 'plain'}, activation {getattr(act, '__name__', act)})")
     return mlp
